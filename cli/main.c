@@ -1,0 +1,52 @@
+/* noisefloor: the command-line face of the library. Parses options, calls the library,
+ * prints results. No math lives here. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const nf_cli_command *const commands[] = {
+    /* Each command file defines one nf_cli_command; listed in the order of --help. */
+    NULL
+};
+
+static void print_usage(FILE *f)
+{
+    fprintf(f,
+            "noisefloor %s: train diffusion models on your own samples, then generate new sounds.\n"
+            "\n"
+            "Usage: noisefloor <command> [options]\n"
+            "       noisefloor <command> --help\n"
+            "\n"
+            "Commands:\n",
+            NF_VERSION);
+    for (int i = 0; commands[i]; i++) fprintf(f, "  %-12s %s\n", commands[i]->name, commands[i]->summary);
+    fprintf(f,
+            "\n"
+            "Options:\n"
+            "  -h, --help     show this help\n"
+            "  --version      print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    nf_cli_install_handlers();
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        printf("noisefloor %s\n", NF_VERSION);
+        return 0;
+    }
+    for (int i = 0; commands[i]; i++)
+        if (!strcmp(cmd, commands[i]->name)) return commands[i]->run(argc - 1, argv + 1);
+    fprintf(stderr, "noisefloor: unknown command '%s'\n\n", cmd);
+    print_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,93 @@
+/* noisefloor engine: load a trained model and render sounds with it.
+ *
+ * This is the one entry point the CLI's rendering commands and the LV2 plugin share, so
+ * that the same model, seed and settings give the same sound in both. Audio is planar
+ * float: out[(example * channels + channel) * length + sample], at the model's own
+ * sample rate, in [-1, 1] (peak-normalised as the training data was).
+ *
+ * Determinism: example k of a call with seed S is the sound of seed S + k; it does not
+ * depend on the batch size, the thread count or how the steps were split up. */
+#ifndef NF_ENGINE_H
+#define NF_ENGINE_H
+
+#include "nf_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nf_model nf_model;
+
+typedef struct {
+    int sample_rate;        /* Hz */
+    int channels;           /* 1 or 2 */
+    int length;             /* samples per generated sound */
+    int num_classes;        /* 0 for an unconditional model */
+    const char *const *class_names; /* num_classes names */
+    const char *representation;     /* "wave" or "stft" */
+    const char *objective;          /* "eps", "v" or "x0" */
+    long long train_steps;
+    long long param_count;
+    double flops_per_example;       /* one network evaluation */
+    char hash[17];                  /* 64-bit content hash of the weights, hex */
+} nf_model_info;
+
+/* Load a model checkpoint (safetensors written by `noisefloor train`). Uses the EMA
+ * weights when the file has them. Thread: any but a real-time one (reads files,
+ * allocates, plans FFTs). */
+nf_status nf_model_load(const char *path, nf_model **out);
+void nf_model_free(nf_model *m);
+const nf_model_info *nf_model_get_info(const nf_model *m);
+/* Class index by name (case-insensitive), or -1. */
+int nf_model_class_index(const nf_model *m, const char *name);
+/* Where the bundled default model is installed (or found in the source tree). */
+const char *nf_default_model_path(void);
+
+typedef enum {
+    NF_SAMPLER_DPMPP = 0, /* DPM-Solver++(2M), 10-25 steps */
+    NF_SAMPLER_DDIM,      /* DDIM, eta in [0, 1] */
+    NF_SAMPLER_DDPM,      /* ancestral sampling (Ho et al. Algorithm 2) */
+    NF_SAMPLER_LANGEVIN,  /* annealed Langevin dynamics */
+    NF_SAMPLER_EULER_A,   /* Euler ancestral */
+    NF_SAMPLER_COUNT
+} nf_sampler_kind;
+
+const char *nf_sampler_name(nf_sampler_kind k);
+/* Parse "dpmpp", "ddim", ...; returns -1 for an unknown name. */
+int nf_sampler_from_name(const char *name);
+
+typedef struct {
+    nf_sampler_kind sampler;
+    int steps;            /* network evaluations (0: the sampler's default) */
+    float eta;            /* DDIM stochasticity */
+    float cfg_scale;      /* classifier-free guidance scale; 1 = plain conditional */
+    int class_id;         /* -1: unconditional ("no class") */
+    uint64_t seed;
+    int threads;          /* 0: all cores */
+
+    /* Editing. All NULL/0 for plain generation. */
+    const float *init_audio;   /* [channels][length] at the model's rate */
+    float strength;            /* variation (SDEdit): 0 = copy, 1 = new sound */
+    const float *known_mask;   /* [length]: 1 where init_audio is kept (inpaint/extend) */
+    int repaint_jumps;         /* RePaint resampling per step (0 = off) */
+} nf_gen_params;
+
+void nf_gen_params_default(nf_gen_params *p);
+
+/* Render `n` sounds at once (batched network calls). out: n * channels * length. */
+nf_status nf_generate(nf_model *m, const nf_gen_params *p, int n, float *out);
+
+/* The same, in pieces, for callers that must answer in bounded time (the plugin's
+ * worker): begin, then nf_gen_step() until it returns 0, then finish. */
+typedef struct nf_gen nf_gen;
+nf_status nf_gen_begin(nf_model *m, const nf_gen_params *p, int n, nf_gen **out);
+/* One network evaluation's worth of work; returns the number of steps left (0 when
+ * done) or a negative nf_status on failure. */
+int nf_gen_step(nf_gen *g);
+nf_status nf_gen_finish(nf_gen *g, float *out);
+void nf_gen_free(nf_gen *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
