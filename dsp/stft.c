@@ -1,0 +1,215 @@
+/* STFT / ISTFT on FFTW plans; the compressed model layout. See nf_stft.h for the
+ * conventions. */
+#include "nf_stft.h"
+
+#include <fftw3.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* FFTW's planner (and plan destruction) is not thread-safe; execution is. */
+static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct nf_stft {
+    int n_fft, hop, bins;
+    float *window;      /* [n_fft] periodic Hann */
+    float *frame;       /* [n_fft] FFTW-aligned real buffer */
+    fftwf_complex *spec; /* [bins] FFTW-aligned */
+    fftwf_plan fwd, inv;
+};
+
+nf_status nf_stft_create(int n_fft, int hop, nf_stft **out)
+{
+    *out = NULL;
+    if (n_fft < 8 || (n_fft & (n_fft - 1)) || n_fft > (1 << 20))
+        return nf_fail(NF_ERR_ARG, "STFT: n_fft must be a power of two from 8 to 2^20 (got %d)", n_fft);
+    if (hop == 0) hop = n_fft / 4;
+    /* hop <= n_fft/2 keeps sum_f w^2 > 0 at every sample (the periodic Hann window is 0
+     * at n = 0, so hop = n_fft would leave holes). */
+    if (hop < 1 || hop > n_fft / 2)
+        return nf_fail(NF_ERR_ARG, "STFT: hop must be in 1..n_fft/2 = %d (got %d)", n_fft / 2, hop);
+    nf_stft *s = calloc(1, sizeof *s);
+    if (!s) return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
+    s->n_fft = n_fft;
+    s->hop = hop;
+    s->bins = n_fft / 2 + 1;
+    s->window = malloc((size_t)n_fft * sizeof(float));
+    s->frame = fftwf_alloc_real((size_t)n_fft);
+    s->spec = fftwf_alloc_complex((size_t)s->bins);
+    if (!s->window || !s->frame || !s->spec) {
+        nf_stft_free(s);
+        return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
+    }
+    /* Periodic Hann (the DFT-even window, Harris 1978), as torch.hann_window(periodic=True). */
+    for (int n = 0; n < n_fft; n++) s->window[n] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * n / n_fft));
+    pthread_mutex_lock(&planner_lock);
+    s->fwd = fftwf_plan_dft_r2c_1d(n_fft, s->frame, s->spec, FFTW_ESTIMATE);
+    s->inv = fftwf_plan_dft_c2r_1d(n_fft, s->spec, s->frame, FFTW_ESTIMATE);
+    pthread_mutex_unlock(&planner_lock);
+    if (!s->fwd || !s->inv) {
+        nf_stft_free(s);
+        return nf_fail(NF_ERR_INTERNAL, "STFT: FFTW could not plan n_fft = %d", n_fft);
+    }
+    *out = s;
+    return NF_OK;
+}
+
+void nf_stft_free(nf_stft *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&planner_lock);
+    if (s->fwd) fftwf_destroy_plan(s->fwd);
+    if (s->inv) fftwf_destroy_plan(s->inv);
+    pthread_mutex_unlock(&planner_lock);
+    fftwf_free(s->frame);
+    fftwf_free(s->spec);
+    free(s->window);
+    free(s);
+}
+
+int nf_stft_n_fft(const nf_stft *s) { return s->n_fft; }
+int nf_stft_hop(const nf_stft *s) { return s->hop; }
+int nf_stft_bins(const nf_stft *s) { return s->bins; }
+int nf_stft_frames(const nf_stft *s, int length) { return length < 0 ? 0 : 1 + length / s->hop; }
+int nf_stft_layout_channels(const nf_stft *s, int C) { return 2 * s->bins * C; }
+
+nf_status nf_stft_forward(nf_stft *s, const float *x, int L, float *re, float *im)
+{
+    if (L < 1) return nf_fail(NF_ERR_ARG, "STFT: bad length %d", L);
+    const int N = s->n_fft, half = N / 2, K = s->bins, F = nf_stft_frames(s, L);
+    for (int f = 0; f < F; f++) {
+        int start = f * s->hop - half; /* zero padding of n_fft/2 before the first sample */
+        for (int n = 0; n < N; n++) {
+            int t = start + n;
+            s->frame[n] = (t >= 0 && t < L) ? x[t] * s->window[n] : 0.0f;
+        }
+        fftwf_execute(s->fwd);
+        for (int k = 0; k < K; k++) {
+            re[(size_t)k * F + f] = s->spec[k][0];
+            im[(size_t)k * F + f] = s->spec[k][1];
+        }
+    }
+    return NF_OK;
+}
+
+/* The ISTFT, expanding a compressed spectrum on the fly (power = 1: plain), so that
+ * decoding needs no buffer of its own. */
+static nf_status inverse_expand(nf_stft *s, const float *re, const float *im, int L, float power,
+                                float *x)
+{
+    if (L < 1) return nf_fail(NF_ERR_ARG, "ISTFT: bad length %d", L);
+    const int N = s->n_fft, half = N / 2, K = s->bins, F = nf_stft_frames(s, L), hop = s->hop;
+    memset(x, 0, (size_t)L * sizeof(float));
+    /* FFTW's c2r is unnormalised: irfft(rfft(y)) = N y. */
+    const float inv_n = 1.0f / (float)N;
+    for (int f = 0; f < F; f++) {
+        for (int k = 0; k < K; k++) {
+            s->spec[k][0] = re[(size_t)k * F + f];
+            s->spec[k][1] = im[(size_t)k * F + f];
+        }
+        if (power != 1.0f) nf_stft_expand(&s->spec[0][0], &s->spec[0][1], (size_t)K, power, 2);
+        s->spec[0][1] = 0; /* a real signal's DC and Nyquist bins are real */
+        s->spec[K - 1][1] = 0;
+        fftwf_execute(s->inv);
+        int start = f * hop - half;
+        int n0 = start < 0 ? -start : 0;
+        int n1 = start + N > L ? L - start : N;
+        for (int n = n0; n < n1; n++) x[start + n] += s->frame[n] * inv_n * s->window[n];
+    }
+    /* Divide by sum_f w^2[t - f*hop + n_fft/2] (Griffin & Lim 1984, least-squares ISTFT).
+     * Computed per sample from the frames that cover t, so no buffer depends on L. */
+    for (int t = 0; t < L; t++) {
+        int p = t + half; /* position in the padded signal */
+        int f_hi = p / hop;
+        int f_lo = (p - N + 1 + hop - 1) / hop;
+        if (p - N + 1 <= 0) f_lo = 0;
+        if (f_hi > F - 1) f_hi = F - 1;
+        double wsum = 0;
+        for (int f = f_lo; f <= f_hi; f++) {
+            float w = s->window[p - f * hop];
+            wsum += (double)w * w;
+        }
+        x[t] = wsum > 1e-12 ? (float)(x[t] / wsum) : 0.0f;
+    }
+    return NF_OK;
+}
+
+nf_status nf_stft_inverse(nf_stft *s, const float *re, const float *im, int L, float *x)
+{
+    return inverse_expand(s, re, im, L, 1.0f, x);
+}
+
+void nf_stft_compress(float *re, float *im, size_t n, float power, size_t stride)
+{
+    if (power == 1.0f) return;
+    /* Y = |X|^p X / |X| = |X|^(p-1) X; 0 stays 0. */
+    for (size_t i = 0; i < n * stride; i += stride) {
+        float m = hypotf(re[i], im[i]);
+        float g = m > 0 ? powf(m, power - 1.0f) : 0.0f;
+        re[i] *= g;
+        im[i] *= g;
+    }
+}
+
+void nf_stft_expand(float *re, float *im, size_t n, float power, size_t stride)
+{
+    if (power == 1.0f) return;
+    /* X = |Y|^(1/p) Y / |Y| = |Y|^(1/p - 1) Y; 0 stays 0. */
+    float q = 1.0f / power - 1.0f;
+    for (size_t i = 0; i < n * stride; i += stride) {
+        float m = hypotf(re[i], im[i]);
+        float g = m > 0 ? powf(m, q) : 0.0f;
+        re[i] *= g;
+        im[i] *= g;
+    }
+}
+
+nf_status nf_stft_encode(nf_stft *s, const float *audio, int C, int L, float power, float *spec)
+{
+    if (C < 1) return nf_fail(NF_ERR_ARG, "STFT: bad channel count %d", C);
+    if (!(power > 0)) return nf_fail(NF_ERR_ARG, "STFT: compression power must be > 0 (got %g)", power);
+    const size_t plane = (size_t)s->bins * nf_stft_frames(s, L);
+    for (int c = 0; c < C; c++) {
+        float *re = spec + (size_t)c * 2 * plane, *im = re + plane;
+        nf_status st = nf_stft_forward(s, audio + (size_t)c * L, L, re, im);
+        if (st) return st;
+        nf_stft_compress(re, im, plane, power, 1);
+    }
+    return NF_OK;
+}
+
+nf_status nf_stft_decode(nf_stft *s, const float *spec, int C, int L, float power, float *audio)
+{
+    if (C < 1) return nf_fail(NF_ERR_ARG, "ISTFT: bad channel count %d", C);
+    if (!(power > 0)) return nf_fail(NF_ERR_ARG, "ISTFT: compression power must be > 0 (got %g)", power);
+    const size_t plane = (size_t)s->bins * nf_stft_frames(s, L);
+    for (int c = 0; c < C; c++) {
+        const float *re = spec + (size_t)c * 2 * plane, *im = re + plane;
+        nf_status st = inverse_expand(s, re, im, L, power, audio + (size_t)c * L);
+        if (st) return st;
+    }
+    return NF_OK;
+}
+
+nf_status nf_stft_encode_batch(nf_stft *s, const float *audio, int B, int C, int L, float power,
+                               float *spec)
+{
+    const size_t per = (size_t)nf_stft_layout_channels(s, C) * nf_stft_frames(s, L);
+    for (int b = 0; b < B; b++) {
+        nf_status st = nf_stft_encode(s, audio + (size_t)b * C * L, C, L, power, spec + b * per);
+        if (st) return st;
+    }
+    return NF_OK;
+}
+
+nf_status nf_stft_decode_batch(nf_stft *s, const float *spec, int B, int C, int L, float power,
+                               float *audio)
+{
+    const size_t per = (size_t)nf_stft_layout_channels(s, C) * nf_stft_frames(s, L);
+    for (int b = 0; b < B; b++) {
+        nf_status st = nf_stft_decode(s, spec + b * per, C, L, power, audio + (size_t)b * C * L);
+        if (st) return st;
+    }
+    return NF_OK;
+}

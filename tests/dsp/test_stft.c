@@ -1,0 +1,209 @@
+/* STFT against a direct DFT, ISTFT reconstruction, the compressed model layout and the
+ * representation object. */
+#include "nf_repr.h"
+#include "nf_stft.h"
+#include "nf_test.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned rng_state = 1;
+static float urand(void) /* uniform in [-1, 1) */
+{
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)((rng_state >> 8) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double e = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)b[i] * b[i];
+    }
+    return sqrt(e / (s > 0 ? s : 1));
+}
+
+/* The forward transform against the textbook definition, in double precision. */
+static void test_forward_vs_dft(void)
+{
+    const int N = 64, hop = 16, L = 200;
+    nf_stft *s;
+    CHECK_OK(nf_stft_create(N, hop, &s));
+    if (!s) return;
+    const int K = nf_stft_bins(s), F = nf_stft_frames(s, L);
+    CHECK(K == 33 && F == 1 + 200 / 16, "bins %d frames %d", K, F);
+    float *x = malloc(L * sizeof(float)), *re = malloc((size_t)K * F * sizeof(float)),
+          *im = malloc((size_t)K * F * sizeof(float));
+    for (int i = 0; i < L; i++) x[i] = urand();
+    CHECK_OK(nf_stft_forward(s, x, L, re, im));
+    double worst = 0, scale = 0;
+    for (int f = 0; f < F; f++)
+        for (int k = 0; k < K; k++) {
+            double r = 0, m = 0;
+            for (int n = 0; n < N; n++) {
+                int t = f * hop - N / 2 + n;
+                double v = (t >= 0 && t < L) ? x[t] : 0.0;
+                double w = 0.5 - 0.5 * cos(2 * M_PI * n / N);
+                r += w * v * cos(2 * M_PI * k * n / N);
+                m -= w * v * sin(2 * M_PI * k * n / N);
+            }
+            double d = hypot(re[k * F + f] - r, im[k * F + f] - m);
+            if (d > worst) worst = d;
+            if (hypot(r, m) > scale) scale = hypot(r, m);
+        }
+    CHECK(worst / scale < 1e-5, "STFT vs direct DFT: max error %g of %g", worst, scale);
+    free(x);
+    free(re);
+    free(im);
+    nf_stft_free(s);
+
+    CHECK_OK(nf_stft_create(512, 0, &s));
+    CHECK(nf_stft_hop(s) == 128 && nf_stft_frames(s, 16384) == 129, "default hop %d, frames %d",
+          nf_stft_hop(s), nf_stft_frames(s, 16384));
+    CHECK(nf_stft_layout_channels(s, 2) == 1028, "%s", "layout channels 2*257*2");
+    nf_stft_free(s);
+    CHECK(nf_stft_create(500, 0, &s) == NF_ERR_ARG && s == NULL, "%s", "n_fft 500 refused");
+    CHECK(nf_stft_create(512, 512, &s) == NF_ERR_ARG, "%s", "hop n_fft refused (holes in the window sum)");
+}
+
+static void test_reconstruction(void)
+{
+    struct { int n_fft, hop, L; } cases[] = {
+        {512, 128, 16384}, {512, 0, 1000}, {64, 16, 4097}, {256, 128, 3000},
+        {2048, 512, 9000}, {1024, 100, 5001}, {8, 2, 37}, {128, 32, 1},
+    };
+    float powers[] = {1.0f, 0.5f, 0.25f};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nf_stft *s;
+        CHECK_OK(nf_stft_create(cases[i].n_fft, cases[i].hop, &s));
+        if (!s) continue;
+        const int L = cases[i].L, K = nf_stft_bins(s), F = nf_stft_frames(s, L);
+        for (int C = 1; C <= 2; C++) {
+            const int B = 2;
+            size_t na = (size_t)B * C * L, ns = (size_t)B * nf_stft_layout_channels(s, C) * F;
+            float *x = malloc(na * sizeof(float)), *y = malloc(na * sizeof(float));
+            float *spec = malloc(ns * sizeof(float));
+            for (size_t j = 0; j < na; j++) x[j] = 0.5f * urand();
+            if (C == 1) { /* plain API */
+                float *re = malloc((size_t)K * F * sizeof(float)), *im = malloc((size_t)K * F * sizeof(float));
+                CHECK_OK(nf_stft_forward(s, x, L, re, im));
+                CHECK_OK(nf_stft_inverse(s, re, im, L, y));
+                double e = rel_err(y, x, L);
+                CHECK(e < 1e-5, "plain n_fft %d hop %d L %d: rel err %g", cases[i].n_fft, nf_stft_hop(s), L, e);
+                free(re);
+                free(im);
+            }
+            for (int p = 0; p < 3; p++) {
+                memset(y, 0, na * sizeof(float));
+                CHECK_OK(nf_stft_encode_batch(s, x, B, C, L, powers[p], spec));
+                CHECK_OK(nf_stft_decode_batch(s, spec, B, C, L, powers[p], y));
+                double e = rel_err(y, x, na);
+                CHECK(e < 1e-5, "layout p %.2f n_fft %d hop %d L %d C %d: rel err %g", powers[p],
+                      cases[i].n_fft, nf_stft_hop(s), L, C, e);
+            }
+            free(x);
+            free(y);
+            free(spec);
+        }
+        nf_stft_free(s);
+    }
+}
+
+/* The layout's row order and the compression, checked on the raw transform. */
+static void test_layout(void)
+{
+    const int N = 32, L = 300, C = 2;
+    nf_stft *s;
+    CHECK_OK(nf_stft_create(N, 0, &s));
+    if (!s) return;
+    const int K = nf_stft_bins(s), F = nf_stft_frames(s, L);
+    float *x = malloc((size_t)C * L * sizeof(float));
+    for (int i = 0; i < C * L; i++) x[i] = urand();
+    float *spec = malloc((size_t)2 * K * C * F * sizeof(float));
+    float *re = malloc((size_t)K * F * sizeof(float)), *im = malloc((size_t)K * F * sizeof(float));
+    CHECK_OK(nf_stft_encode(s, x, C, L, 0.5f, spec));
+    int ok = 1;
+    for (int c = 0; c < C; c++) {
+        CHECK_OK(nf_stft_forward(s, x + c * L, L, re, im));
+        for (int k = 0; k < K; k++)
+            for (int f = 0; f < F; f++) {
+                double mag = hypot(re[k * F + f], im[k * F + f]);
+                double yr = spec[((size_t)c * 2 * K + k) * F + f], yi = spec[((size_t)c * 2 * K + K + k) * F + f];
+                /* |Y| = |X|^0.5, same phase: Y * conj(X) is real and positive. */
+                double ym = hypot(yr, yi);
+                double cross_im = yi * re[k * F + f] - yr * im[k * F + f];
+                double dot = yr * re[k * F + f] + yi * im[k * F + f];
+                if (fabs(ym - sqrt(mag)) > 1e-5 * (1 + sqrt(mag)) || fabs(cross_im) > 1e-4 * (1 + ym * mag) ||
+                    (mag > 1e-6 && dot <= 0))
+                    ok = 0;
+            }
+    }
+    CHECK(ok, "%s", "row c*2*bins + k = Re, + bins + k = Im of |X|^0.5 e^{i arg X}");
+    /* Zero input: the compression's guard keeps it zero and finite. */
+    memset(x, 0, (size_t)C * L * sizeof(float));
+    CHECK_OK(nf_stft_encode(s, x, C, L, 0.5f, spec));
+    float *y = malloc((size_t)C * L * sizeof(float));
+    CHECK_OK(nf_stft_decode(s, spec, C, L, 0.5f, y));
+    int zeros = 1;
+    for (int i = 0; i < C * L; i++) zeros &= y[i] == 0.0f;
+    for (int i = 0; i < 2 * K * C * F; i++) zeros &= spec[i] == 0.0f;
+    CHECK(zeros, "%s", "silence stays exactly zero (|X| = 0 guarded)");
+    /* Closed form of the compression on one value: 3 + 4i, p = 0.5 -> sqrt(5) (0.6 + 0.8i). */
+    float r1 = 3, i1 = 4;
+    nf_stft_compress(&r1, &i1, 1, 0.5f, 1);
+    CHECK(fabsf(r1 - 0.6f * sqrtf(5)) < 1e-6f && fabsf(i1 - 0.8f * sqrtf(5)) < 1e-6f, "compress: %g %g", r1, i1);
+    nf_stft_expand(&r1, &i1, 1, 0.5f, 1);
+    CHECK(fabsf(r1 - 3) < 1e-5f && fabsf(i1 - 4) < 1e-5f, "expand: %g %g", r1, i1);
+    free(x);
+    free(y);
+    free(spec);
+    free(re);
+    free(im);
+    nf_stft_free(s);
+}
+
+static void test_repr(void)
+{
+    const int B = 3, C = 2, L = 2048;
+    float *x = malloc((size_t)B * C * L * sizeof(float)), *y = malloc((size_t)B * C * L * sizeof(float));
+    for (int i = 0; i < B * C * L; i++) x[i] = 0.3f * urand();
+    for (int kind = 0; kind < 2; kind++) {
+        nf_repr_config cfg;
+        nf_repr_config_default(&cfg, (nf_repr_kind)kind, C);
+        nf_repr *r;
+        CHECK_OK(nf_repr_create(&cfg, &r));
+        if (!r) continue;
+        int Cm = nf_repr_channels(r), Lm = nf_repr_length(r, L);
+        if (kind == NF_REPR_WAVE) CHECK(Cm == C && Lm == L, "wave: %d x %d", Cm, Lm);
+        else CHECK(Cm == 2 * 257 * C && Lm == 1 + L / 128, "stft: %d x %d", Cm, Lm);
+        float *z = malloc((size_t)B * Cm * Lm * sizeof(float));
+        float sc;
+        CHECK_OK(nf_repr_estimate_scale(r, x, B, L, 0, &sc));
+        nf_repr_set_scale(r, sc);
+        CHECK_OK(nf_repr_encode(r, x, B, L, z));
+        double ss = 0;
+        for (size_t i = 0; i < (size_t)B * Cm * Lm; i++) ss += (double)z[i] * z[i];
+        CHECK_CLOSE(sqrt(ss / ((double)B * Cm * Lm)), 1.0, 1e-4, 0, "unit RMS after the estimated scale");
+        if (kind == NF_REPR_WAVE) CHECK_CLOSE(z[5], x[5] * sc, 1e-7, 1e-6, "wave is identity times scale");
+        CHECK_OK(nf_repr_decode(r, z, B, L, y));
+        double e = rel_err(y, x, (size_t)B * C * L);
+        CHECK(e < 1e-5, "%s round trip with scale %g: rel err %g", nf_repr_kind_name((nf_repr_kind)kind), sc, e);
+        free(z);
+        nf_repr_free(r);
+    }
+    CHECK(nf_repr_kind_from_name("stft") == NF_REPR_STFT && nf_repr_kind_from_name("x") == -1, "%s", "kind names");
+    free(x);
+    free(y);
+}
+
+int main(void)
+{
+    test_forward_vs_dft();
+    test_reconstruction();
+    test_layout();
+    test_repr();
+    return nf_test_done();
+}
