@@ -34,7 +34,17 @@
  *   mid.res.{0,1}.*  mid.attn.*
  *   up.{i}.res.{j}.*  up.{i}.attn.{j}.*  up.{i}.upsample.{weight,bias}
  *   out_norm.{weight,bias}  out_conv.{weight,bias}
- * (`skip` exists only where cin != cout.) */
+ * (`skip` exists only where cin != cout.)
+ *
+ * Details the C implementation fixes (the PyTorch mirror must match):
+ *   - qkv output channels are [q; k; v] (C each); head h uses channels h*d..h*d+d-1 of
+ *     each, d = C/heads (i.e. qkv.reshape(B, 3, heads, d, L)).
+ *   - in the decoder EVERY ResBlock of an attention level is followed by an Attention,
+ *     the first (concatenating) one included: up.{i}.attn.{j}, j = 0..blocks-1.
+ *   - nearest resize uses ATen's index rule: src = dst if equal lengths, dst/2 if
+ *     doubling, else min(floor(dst * (float)Lin/Lout), Lin-1).
+ *   - the sinusoidal embedding is computed in double and rounded to float.
+ *   - nf_unet_flops counts GEMM-type work only (convs, linears, attention products). */
 #ifndef NF_UNET_H
 #define NF_UNET_H
 

@@ -1,0 +1,157 @@
+/* Layers of the denoiser as free forward/backward function pairs (llm.c style).
+ *
+ *   x_forward(out, cache..., inp, params..., dims)
+ *   x_backward(dinp, dparams..., dout, inp, params, cache..., dims)
+ *
+ * Backward ACCUMULATES into dinp and into parameter gradients (zeroing is the caller's
+ * job), except where a comment says "overwrites".
+ *
+ * Sequence layout. Activations over time are stored channel-major with the batch laid
+ * along time, so that one GEMM covers the whole batch:
+ *
+ *   X[c][b*S + off + l],  c < C, b < B, l < L,   row stride ld = B*S
+ *
+ * Each example owns a segment of S >= off + L + pad columns; the columns outside
+ * [off, off + L) of a segment (the "gaps") are zero in every buffer that a convolution
+ * reads, so a kernel-k convolution is k GEMMs on shifted views of one buffer, with no
+ * im2col copy. Columns of an output that fall in a gap receive meaningless sums of
+ * neighbouring examples and are re-zeroed by the layer. Every value at a valid column
+ * depends only on its own example, so an example gives bit-identical results alone or
+ * inside a batch.
+ *
+ * Reductions (GroupNorm statistics, bias and norm gradients) run in a fixed order per
+ * example and per channel, independent of the thread count. */
+#ifndef NF_NN_H
+#define NF_NN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    int B;   /* examples */
+    int L;   /* valid length per example */
+    int S;   /* segment stride (columns per example) */
+    int off; /* first valid column inside a segment */
+} nf_seq;
+
+static inline size_t nf_seq_ld(nf_seq s) { return (size_t)s.B * (size_t)s.S; }
+/* Standard layout for length L: one zero column either side of each example. */
+static inline nf_seq nf_seq_make(int B, int L) { nf_seq s = {B, L, L + 2, 1}; return s; }
+
+/* ---- threads ---- */
+/* Threads our own OpenMP loops use (the value set by nf_set_threads). */
+int nf_nn_threads(void);
+
+/* ---- GEMM ----
+ * Row-major C[M][N] = beta C + alpha op(A) op(B), op = transpose if ta/tb, with every
+ * element summed in a fixed order whatever the thread count or its position (see
+ * nn_gemm.c for why OpenBLAS is not used here). ta && tb is supported but slow. */
+void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- elementwise kernels ---- */
+/* exp(x) to about 2 ulp for x in [-87, 88] (clamped outside), branch-free and
+ * vectorisable: Cody-Waite range reduction + degree-6 polynomial (Cephes expf). */
+float nf_fast_expf(float x);
+/* Sigmoid and SiLU through nf_fast_expf. */
+float nf_fast_sigmoid(float x);
+/* y[i] = silu(x[i]) for n values. */
+void nf_silu_forward(float *y, const float *x, size_t n);
+/* dx[i] += dy[i] * silu'(x[i]). */
+void nf_silu_backward(float *dx, const float *dy, const float *x, size_t n);
+
+/* Pack x[B][C][L] into the sequence layout (gaps zeroed) and back. */
+void nf_seq_pack(float *X, const float *x, int C, nf_seq s);
+void nf_seq_unpack(float *x, const float *X, int C, nf_seq s);
+/* Zero the gap columns of C rows. */
+void nf_seq_zero_gaps(float *X, int C, nf_seq s);
+/* Y[valid] += X[valid] for C rows. */
+void nf_seq_add(float *Y, const float *X, int C, nf_seq s);
+
+/* ---- conv1d ----
+ * out[co][l] = bias[co] (+ res[co][l]) + sum_{ci,j} w[co][ci][j] * in[ci][stride*l + j*dil - pad]
+ * with w in PyTorch's [cout][cin][k] order. Lout = (L + 2 pad - dil (k-1) - 1) / stride + 1.
+ * Stride 1: `in` and `out` share the segment stride S (in.S == out.S), in has >= pad zero
+ * columns before and after each example, and the conv is k GEMMs on shifted views.
+ * wt: scratch of k*cout*cin floats (the weight repacked tap-major).
+ * Stride > 1: `col` is scratch of k*cin*ld_out floats (written by forward, read by
+ * backward); it holds the strided taps so that one GEMM with K = cin*k does the conv.
+ * `res` may be NULL; it must be laid out as `out`. */
+typedef struct {
+    int cin, cout, k, stride, dil, pad;
+} nf_conv_dims;
+
+int nf_conv_out_len(nf_conv_dims d, int L);
+void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
+                       const float *w, const float *bias, const float *res, nf_conv_dims d);
+/* din may be NULL (no input gradient). dout's gaps are zeroed here. `dcol` is scratch
+ * like `col` (stride > 1 only); `wt` as in forward (rewritten). */
+void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq so,
+                        const float *col, float *dcol, float *wt, const float *in, nf_seq si,
+                        const float *w, nf_conv_dims d);
+
+/* ---- linear on [B][in] rows (small: time/class embeddings) ----
+ * out[b][o] = bias[o] + sum_i w[o][i] x[b][i], w in PyTorch's [out][in] order.
+ * Plain loops with fixed summation order (no BLAS), so results do not depend on B. */
+void nf_linear_forward(float *out, const float *x, const float *w, const float *bias,
+                       int B, int in, int outn);
+void nf_linear_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
+                        const float *w, int B, int in, int outn);
+
+/* ---- GroupNorm (Wu & He 2018), optionally fused with SiLU ----
+ * y = gamma * (x - mean) * rstd + beta per (example, group), rstd = 1/sqrt(var + eps),
+ * var the biased variance; then y = silu(y) if silu. mean, rstd: [B][groups].
+ * out's gaps are zeroed. */
+void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
+                          const float *gamma, const float *beta, int C, int groups, float eps,
+                          int silu, nf_seq s);
+/* dout is overwritten (with d loss / d y before the SiLU). `partial` is scratch of
+ * 2*C*B floats. dx accumulates. */
+void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
+                           const float *x, const float *mean, const float *rstd,
+                           const float *gamma, const float *beta, float *partial, int C,
+                           int groups, int silu, nf_seq s);
+
+/* ---- sinusoidal time embedding (Vaswani et al. 2017, sec. 3.5; DDPM) ----
+ * emb[b] = [sin(t_b f_0..f_{h-1}), cos(t_b f_0..f_{h-1})], h = dim/2, f_i = 10000^(-i/h). */
+void nf_timestep_embedding(float *emb, const float *t, int B, int dim);
+
+/* ---- class embedding: out[b] += table[y_b] (y_b < 0 -> row num_classes, "no class") ---- */
+void nf_class_embed_forward(float *out, const int *y, const float *table, int B, int num_classes,
+                            int dim);
+void nf_class_embed_backward(float *dtable, const float *dout, const int *y, int B,
+                             int num_classes, int dim);
+
+/* ---- nearest resize over time (PyTorch F.interpolate(mode="nearest", size=Lout)) ----
+ * src(l) = l if Lout == Lin; l/2 if Lout == 2 Lin; else min(floor(l * (float)Lin/Lout), Lin-1).
+ * out's gaps are zeroed. */
+int nf_nearest_src(int l, int Lin, int Lout);
+void nf_upsample_forward(float *out, nf_seq so, const float *in, nf_seq si, int C);
+void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C);
+
+/* ---- dropout with a counter RNG (inverted: kept values scaled by 1/(1-p)) ----
+ * Element (c, l) of example b is dropped iff u < p, u = uniform number c*L + l of
+ * (seed, nf_stream_id("dropout", layer, b)). In place; backward applies the same mask. */
+void nf_dropout_forward(float *x, int C, nf_seq s, float p, uint64_t seed, uint64_t layer);
+void nf_dropout_backward(float *dx, int C, nf_seq s, float p, uint64_t seed, uint64_t layer);
+
+/* ---- multi-head self-attention over time (Vaswani et al. 2017, eq. 1) ----
+ * qkv: [3C][ld] with rows [q; k; v], head h using rows h*d..h*d+d-1 of each (d = C/heads).
+ * o[h*d + c][l] = sum_j v[c][j] softmax_j(q[:,l] . k[:,j] / sqrt(d)).
+ * lse: [B][heads][L] row log-sum-exp, kept for backward, which recomputes the
+ * probabilities (memory O(L) per head instead of O(L^2)). scratch: L*L floats (forward),
+ * 2*L*L (backward). o's gaps are zeroed. */
+void nf_attention_forward(float *o, float *lse, const float *qkv, float *scratch, int C,
+                          int heads, nf_seq s);
+/* dqkv accumulates; do is read only (gaps ignored). */
+void nf_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *lse,
+                           float *scratch, int C, int heads, nf_seq s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

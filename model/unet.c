@@ -1,0 +1,761 @@
+/* The denoiser U-Net (architecture in nf_unet.h) on top of the layers in nf_nn.h.
+ *
+ * The network is a chain of ops built once from the config. Each forward call plans
+ * the activation slab for its (B, L) with a bump allocator (a pure function of B and
+ * L, so backward finds everything where forward left it); the gradient slab mirrors
+ * the activation slab offset for offset, so d(buffer) = dact + (buffer - act).
+ * Skip connections cost no copy: the last op of encoder level i writes straight into
+ * the upper rows of the decoder's concatenation buffer cat[i], and the op feeding the
+ * decoder level writes into its lower rows. Backward accumulates into every gradient
+ * buffer, so the two uses of a skip just add up. */
+#include "nf_unet.h"
+#include "nf_nn.h"
+#include "nf_rng.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_BLOCKS 16
+#define GN_EPS 1e-5f
+
+enum { OP_IN, OP_RES, OP_ATTN, OP_DOWN, OP_UP, OP_OUT };
+enum { DEST_NEW, DEST_CAT_LO, DEST_CAT_HI };
+enum { INIT_W, INIT_B, INIT_ONE, INIT_ZERO, INIT_EMB };
+
+typedef struct {
+    int kind, level, out_level; /* levels of the input and of the output */
+    int cin, cout;
+    int p0;                     /* first of this op's tensors in the table */
+    int has_skip;               /* RES: 1x1 conv on the residual path */
+    int layer;                  /* RES: dropout stream */
+    int in_cat;                 /* RES: input is the whole cat[level] */
+    int dest;                   /* DEST_* for the output */
+    /* Set by plan() for the current (B, L). */
+    nf_seq si, so;
+    const float *in;
+    float *out;
+    float *a1, *h1, *a2, *embp; /* RES: SiLU(GN1 x), conv1 + emb, dropout(SiLU(GN2 h1)), emb proj */
+    float *m1, *r1, *m2, *r2;   /* GroupNorm statistics [B][groups] */
+    float *norm, *qkv, *att, *lse; /* ATTN */
+    float *col;                 /* DOWN: strided taps; UP: the resized input; OUT: SiLU(GN) */
+} op_t;
+
+typedef struct {
+    char name[64];
+    int init, fan_in;
+} tensor_extra;
+
+struct nf_unet {
+    nf_unet_config cfg;
+    int max_batch, max_length;
+    int n_ops;
+    op_t *ops;
+    int n_tensors, cap_tensors;
+    nf_param_info *tensors;
+    tensor_extra *extra;
+    size_t n_params;
+    float *params, *grads;
+    float *act, *dact;
+    size_t act_size, act_used;
+    float *wt;       /* conv weight repack scratch */
+    float *partial;  /* GroupNorm backward scratch */
+    float *att_scr;  /* attention scores */
+    size_t att_scr_size;
+    int *y;          /* labels of the last training forward */
+    /* Last forward. */
+    int B, L, trained;
+    uint64_t dropout_seed;
+    float *x0, *tsin, *th, *ths, *emb, *semb, *final;
+    float *cat[NF_UNET_MAX_LEVELS];
+    nf_seq seq[NF_UNET_MAX_LEVELS];
+};
+
+static int level_ch(const nf_unet_config *c, int i) { return c->base * c->mults[i]; }
+
+nf_status nf_unet_config_check(const nf_unet_config *c)
+{
+    if (!c) return nf_fail(NF_ERR_ARG, "unet: no config");
+    if (c->in_ch < 1) return nf_fail(NF_ERR_ARG, "unet config: in_ch %d < 1", c->in_ch);
+    if (c->out_ch < 1) return nf_fail(NF_ERR_ARG, "unet config: out_ch %d < 1", c->out_ch);
+    if (c->base < 2 || c->base % 2)
+        return nf_fail(NF_ERR_ARG, "unet config: base %d must be even and >= 2", c->base);
+    if (c->n_levels < 1 || c->n_levels > NF_UNET_MAX_LEVELS)
+        return nf_fail(NF_ERR_ARG, "unet config: n_levels %d not in 1..%d", c->n_levels,
+                       NF_UNET_MAX_LEVELS);
+    if (c->blocks < 1 || c->blocks > MAX_BLOCKS)
+        return nf_fail(NF_ERR_ARG, "unet config: blocks %d not in 1..%d", c->blocks, MAX_BLOCKS);
+    if (c->groups < 1) return nf_fail(NF_ERR_ARG, "unet config: groups %d < 1", c->groups);
+    if (c->heads < 1) return nf_fail(NF_ERR_ARG, "unet config: heads %d < 1", c->heads);
+    if (c->base % c->groups)
+        return nf_fail(NF_ERR_ARG, "unet config: groups %d does not divide base %d", c->groups,
+                       c->base);
+    for (int i = 0; i < c->n_levels; i++) {
+        if (c->mults[i] < 1)
+            return nf_fail(NF_ERR_ARG, "unet config: mults[%d] = %d < 1", i, c->mults[i]);
+        int ch = level_ch(c, i);
+        if (ch % c->groups)
+            return nf_fail(NF_ERR_ARG, "unet config: groups %d does not divide level %d width %d",
+                           c->groups, i, ch);
+        int need_attn = c->attn[i] || (c->mid_attn && i == c->n_levels - 1);
+        if (need_attn && ch % c->heads)
+            return nf_fail(NF_ERR_ARG, "unet config: heads %d does not divide level %d width %d",
+                           c->heads, i, ch);
+    }
+    if (c->num_classes < 0)
+        return nf_fail(NF_ERR_ARG, "unet config: num_classes %d < 0", c->num_classes);
+    if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
+        return nf_fail(NF_ERR_ARG, "unet config: dropout %g not in [0, 1)", (double)c->dropout);
+    return NF_OK;
+}
+
+/* ------------------------------------------------------------ structure */
+
+/* Registers a tensor (net may be NULL when only counting). */
+static int add_tensor(nf_unet *net, int init, int fan_in, int ndim, int s0, int s1, int s2,
+                      const char *fmt, ...) __attribute__((format(printf, 8, 9)));
+static int add_tensor(nf_unet *net, int init, int fan_in, int ndim, int s0, int s1, int s2,
+                      const char *fmt, ...)
+{
+    if (!net) return 0;
+    if (net->n_tensors == net->cap_tensors) {
+        int cap = net->cap_tensors ? 2 * net->cap_tensors : 64;
+        nf_param_info *t = realloc(net->tensors, (size_t)cap * sizeof *t);
+        if (t) net->tensors = t;
+        tensor_extra *e = realloc(net->extra, (size_t)cap * sizeof *e);
+        if (e) net->extra = e;
+        if (!t || !e) return -1;
+        net->cap_tensors = cap;
+    }
+    int i = net->n_tensors++;
+    nf_param_info *t = &net->tensors[i];
+    tensor_extra *e = &net->extra[i];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->name, sizeof e->name, fmt, ap);
+    va_end(ap);
+    e->init = init;
+    e->fan_in = fan_in;
+    t->name = NULL; /* pointed at e->name once the table stops moving */
+    t->ndim = ndim;
+    t->shape[0] = s0;
+    t->shape[1] = ndim > 1 ? s1 : 0;
+    t->shape[2] = ndim > 2 ? s2 : 0;
+    t->size = (size_t)s0 * (ndim > 1 ? (size_t)s1 : 1) * (ndim > 2 ? (size_t)s2 : 1);
+    t->offset = net->n_params;
+    net->n_params += t->size;
+    return i;
+}
+
+static void add_conv(nf_unet *net, int co, int ci, int k, const char *prefix)
+{
+    add_tensor(net, INIT_W, ci * k, 3, co, ci, k, "%s.weight", prefix);
+    add_tensor(net, INIT_B, ci * k, 1, co, 0, 0, "%s.bias", prefix);
+}
+static void add_linear(nf_unet *net, int o, int i, const char *prefix)
+{
+    add_tensor(net, INIT_W, i, 2, o, i, 0, "%s.weight", prefix);
+    add_tensor(net, INIT_B, i, 1, o, 0, 0, "%s.bias", prefix);
+}
+static void add_norm(nf_unet *net, int c, const char *prefix)
+{
+    add_tensor(net, INIT_ONE, 0, 1, c, 0, 0, "%s.weight", prefix);
+    add_tensor(net, INIT_ZERO, 0, 1, c, 0, 0, "%s.bias", prefix);
+}
+
+static op_t *new_op(op_t *ops, int *n, nf_unet *net, int kind, int level, int cin, int cout)
+{
+    op_t *o = &ops[(*n)++];
+    memset(o, 0, sizeof *o);
+    o->kind = kind;
+    o->level = o->out_level = level;
+    o->cin = cin;
+    o->cout = cout;
+    o->p0 = net ? net->n_tensors : 0;
+    return o;
+}
+
+static void add_res(op_t *ops, int *n, nf_unet *net, int *layer, int level, int cin, int cout,
+                    int E, const char *prefix)
+{
+    op_t *o = new_op(ops, n, net, OP_RES, level, cin, cout);
+    o->has_skip = cin != cout;
+    o->layer = (*layer)++;
+    char p[64];
+    snprintf(p, sizeof p, "%s.norm1", prefix), add_norm(net, cin, p);
+    snprintf(p, sizeof p, "%s.conv1", prefix), add_conv(net, cout, cin, 3, p);
+    snprintf(p, sizeof p, "%s.emb", prefix), add_linear(net, cout, E, p);
+    snprintf(p, sizeof p, "%s.norm2", prefix), add_norm(net, cout, p);
+    snprintf(p, sizeof p, "%s.conv2", prefix), add_conv(net, cout, cout, 3, p);
+    if (o->has_skip) snprintf(p, sizeof p, "%s.skip", prefix), add_conv(net, cout, cin, 1, p);
+}
+
+static void add_attn(op_t *ops, int *n, nf_unet *net, int level, int C, const char *prefix)
+{
+    new_op(ops, n, net, OP_ATTN, level, C, C);
+    char p[64];
+    snprintf(p, sizeof p, "%s.norm", prefix), add_norm(net, C, p);
+    snprintf(p, sizeof p, "%s.qkv", prefix), add_conv(net, 3 * C, C, 1, p);
+    snprintf(p, sizeof p, "%s.proj", prefix), add_conv(net, C, C, 1, p);
+}
+
+static int max_ops(const nf_unet_config *c) { return 8 + 2 * c->n_levels * (2 * c->blocks + 1); }
+
+/* The op chain and (if net) the parameter table, in forward order. */
+static int build(const nf_unet_config *c, nf_unet *net, op_t *ops)
+{
+    int n = 0, layer = 0, L = c->n_levels, C0 = c->base, E = 4 * C0;
+    char p[64];
+    add_linear(net, E, C0, "time.lin1");
+    add_linear(net, E, E, "time.lin2");
+    if (c->num_classes > 0)
+        add_tensor(net, INIT_EMB, 0, 2, c->num_classes + 1, E, 0, "class_emb.weight");
+    new_op(ops, &n, net, OP_IN, 0, c->in_ch, C0);
+    add_conv(net, C0, c->in_ch, 3, "in_conv");
+    int ch = C0;
+    for (int i = 0; i < L; i++) {
+        int Ci = level_ch(c, i);
+        for (int j = 0; j < c->blocks; j++) {
+            snprintf(p, sizeof p, "down.%d.res.%d", i, j);
+            add_res(ops, &n, net, &layer, i, ch, Ci, E, p);
+            ch = Ci;
+            if (c->attn[i]) {
+                snprintf(p, sizeof p, "down.%d.attn.%d", i, j);
+                add_attn(ops, &n, net, i, Ci, p);
+            }
+        }
+        ops[n - 1].dest = DEST_CAT_HI;
+        if (i < L - 1) {
+            op_t *o = new_op(ops, &n, net, OP_DOWN, i, Ci, Ci);
+            o->out_level = i + 1;
+            snprintf(p, sizeof p, "down.%d.downsample", i);
+            add_conv(net, Ci, Ci, 3, p);
+        }
+    }
+    add_res(ops, &n, net, &layer, L - 1, ch, ch, E, "mid.res.0");
+    if (c->mid_attn) add_attn(ops, &n, net, L - 1, ch, "mid.attn");
+    add_res(ops, &n, net, &layer, L - 1, ch, ch, E, "mid.res.1");
+    ops[n - 1].dest = DEST_CAT_LO;
+    for (int i = L - 1; i >= 0; i--) {
+        int Ci = level_ch(c, i);
+        for (int j = 0; j < c->blocks; j++) {
+            snprintf(p, sizeof p, "up.%d.res.%d", i, j);
+            add_res(ops, &n, net, &layer, i, j == 0 ? ch + Ci : Ci, Ci, E, p);
+            if (j == 0) ops[n - 1].in_cat = 1;
+            ch = Ci;
+            if (c->attn[i]) {
+                snprintf(p, sizeof p, "up.%d.attn.%d", i, j);
+                add_attn(ops, &n, net, i, Ci, p);
+            }
+        }
+        if (i > 0) {
+            op_t *o = new_op(ops, &n, net, OP_UP, i, Ci, Ci);
+            o->out_level = i - 1;
+            o->dest = DEST_CAT_LO;
+            snprintf(p, sizeof p, "up.%d.upsample", i);
+            add_conv(net, Ci, Ci, 3, p);
+        }
+    }
+    new_op(ops, &n, net, OP_OUT, 0, C0, c->out_ch);
+    add_norm(net, C0, "out_norm");
+    add_conv(net, c->out_ch, C0, 3, "out_conv");
+    return n;
+}
+
+/* ------------------------------------------------------------ planning */
+
+typedef struct {
+    float *base;
+    size_t used;
+} bump_t;
+
+static float *balloc(bump_t *b, size_t n)
+{
+    size_t off = b->used;
+    b->used += (n + 15) & ~(size_t)15; /* 64-byte granules */
+    return b->base ? b->base + off : NULL;
+}
+
+static void level_lengths(const nf_unet_config *c, int L, int *Ls)
+{
+    Ls[0] = L;
+    for (int i = 1; i < c->n_levels; i++) Ls[i] = (Ls[i - 1] + 1) / 2;
+}
+
+/* Assigns every buffer for (B, L); returns the floats used. With act == NULL only counts. */
+static size_t plan(nf_unet *net, float *act, int B, int L)
+{
+    const nf_unet_config *c = &net->cfg;
+    bump_t bp = {act, 0};
+    int Ls[NF_UNET_MAX_LEVELS], E = 4 * c->base, G = c->groups;
+    level_lengths(c, L, Ls);
+    nf_seq seq[NF_UNET_MAX_LEVELS];
+    for (int i = 0; i < c->n_levels; i++) seq[i] = nf_seq_make(B, Ls[i]), net->seq[i] = seq[i];
+    size_t ld0 = nf_seq_ld(seq[0]);
+    net->x0 = balloc(&bp, (size_t)c->in_ch * ld0);
+    net->tsin = balloc(&bp, (size_t)B * c->base);
+    net->th = balloc(&bp, (size_t)B * E);
+    net->ths = balloc(&bp, (size_t)B * E);
+    net->emb = balloc(&bp, (size_t)B * E);
+    net->semb = balloc(&bp, (size_t)B * E);
+    int lo_ch[NF_UNET_MAX_LEVELS];
+    for (int i = 0; i < c->n_levels; i++) {
+        lo_ch[i] = i == c->n_levels - 1 ? level_ch(c, i) : level_ch(c, i + 1);
+        net->cat[i] = balloc(&bp, (size_t)(lo_ch[i] + level_ch(c, i)) * nf_seq_ld(seq[i]));
+    }
+    const float *prev = net->x0;
+    size_t att = 0;
+    for (int k = 0; k < net->n_ops; k++) {
+        op_t *o = &net->ops[k];
+        o->si = seq[o->level];
+        o->so = seq[o->out_level];
+        size_t ld = nf_seq_ld(o->si), ldo = nf_seq_ld(o->so);
+        o->in = o->in_cat ? net->cat[o->level] : prev;
+        switch (o->kind) {
+        case OP_RES:
+            o->a1 = balloc(&bp, (size_t)o->cin * ld);
+            o->m1 = balloc(&bp, (size_t)B * G);
+            o->r1 = balloc(&bp, (size_t)B * G);
+            o->h1 = balloc(&bp, (size_t)o->cout * ld);
+            o->embp = balloc(&bp, (size_t)B * o->cout);
+            o->m2 = balloc(&bp, (size_t)B * G);
+            o->r2 = balloc(&bp, (size_t)B * G);
+            o->a2 = balloc(&bp, (size_t)o->cout * ld);
+            break;
+        case OP_ATTN:
+            o->norm = balloc(&bp, (size_t)o->cin * ld);
+            o->m1 = balloc(&bp, (size_t)B * G);
+            o->r1 = balloc(&bp, (size_t)B * G);
+            o->qkv = balloc(&bp, (size_t)3 * o->cin * ld);
+            o->att = balloc(&bp, (size_t)o->cin * ld);
+            o->lse = balloc(&bp, (size_t)B * c->heads * o->si.L);
+            if ((size_t)2 * o->si.L * o->si.L > att) att = (size_t)2 * o->si.L * o->si.L;
+            break;
+        case OP_DOWN:
+            o->col = balloc(&bp, (size_t)3 * o->cin * ldo);
+            break;
+        case OP_UP:
+            o->col = balloc(&bp, (size_t)o->cin * ldo);
+            break;
+        case OP_OUT:
+            o->col = balloc(&bp, (size_t)o->cin * ld);
+            o->m1 = balloc(&bp, (size_t)B * G);
+            o->r1 = balloc(&bp, (size_t)B * G);
+            break;
+        default:
+            break;
+        }
+        if (o->dest == DEST_CAT_LO)
+            o->out = net->cat[o->out_level];
+        else if (o->dest == DEST_CAT_HI)
+            o->out = net->cat[o->out_level] ? net->cat[o->out_level] +
+                                                  (size_t)lo_ch[o->out_level] * ldo
+                                            : NULL;
+        else
+            o->out = balloc(&bp, (size_t)o->cout * ldo);
+        prev = o->out;
+    }
+    net->final = net->ops[net->n_ops - 1].out;
+    if (!act) net->att_scr_size = att;
+    return bp.used;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+nf_status nf_unet_create(const nf_unet_config *cfg, int max_batch, int max_length, nf_unet **out)
+{
+    *out = NULL;
+    nf_status st = nf_unet_config_check(cfg);
+    if (st) return st;
+    if (max_batch < 1 || max_length < 1)
+        return nf_fail(NF_ERR_ARG, "unet: max_batch %d and max_length %d must be >= 1", max_batch,
+                       max_length);
+    nf_unet *net = calloc(1, sizeof *net);
+    if (!net) return nf_fail(NF_ERR_NOMEM, "unet: out of memory");
+    net->cfg = *cfg;
+    net->max_batch = max_batch;
+    net->max_length = max_length;
+    net->ops = calloc((size_t)max_ops(cfg), sizeof *net->ops);
+    if (!net->ops) goto nomem;
+    net->n_ops = build(cfg, net, net->ops);
+    if (net->n_tensors < 0 || (net->n_tensors && !net->tensors)) goto nomem;
+    for (int i = 0; i < net->n_tensors; i++) net->tensors[i].name = net->extra[i].name;
+    net->params = calloc(net->n_params, sizeof(float));
+    net->grads = calloc(net->n_params, sizeof(float));
+    net->act_size = plan(net, NULL, max_batch, max_length);
+    net->act = malloc(net->act_size * sizeof(float));
+    net->dact = malloc(net->act_size * sizeof(float));
+    size_t wt = 0, cmax = 0;
+    for (int k = 0; k < net->n_ops; k++) {
+        const op_t *o = &net->ops[k];
+        size_t w = (size_t)3 * o->cin * o->cout; /* the widest conv of each op */
+        if (o->kind == OP_ATTN) w = (size_t)3 * o->cin * o->cin;
+        if (w > wt) wt = w;
+        if ((size_t)o->cin > cmax) cmax = (size_t)o->cin;
+        if ((size_t)o->cout > cmax) cmax = (size_t)o->cout;
+    }
+    net->wt = malloc(wt * sizeof(float));
+    net->partial = malloc(2 * cmax * (size_t)max_batch * sizeof(float));
+    net->att_scr = malloc((net->att_scr_size ? net->att_scr_size : 1) * sizeof(float));
+    net->y = malloc((size_t)max_batch * sizeof(int));
+    if (!net->params || !net->grads || !net->act || !net->dact || !net->wt || !net->partial ||
+        !net->att_scr || !net->y)
+        goto nomem;
+    *out = net;
+    return NF_OK;
+nomem:
+    nf_unet_free(net);
+    return nf_fail(NF_ERR_NOMEM, "unet: out of memory allocating the network (max_batch %d, "
+                                 "max_length %d)", max_batch, max_length);
+}
+
+void nf_unet_free(nf_unet *net)
+{
+    if (!net) return;
+    free(net->ops);
+    free(net->tensors);
+    free(net->extra);
+    free(net->params);
+    free(net->grads);
+    free(net->act);
+    free(net->dact);
+    free(net->wt);
+    free(net->partial);
+    free(net->att_scr);
+    free(net->y);
+    free(net);
+}
+
+const nf_unet_config *nf_unet_get_config(const nf_unet *net) { return &net->cfg; }
+size_t nf_unet_num_params(const nf_unet *net) { return net->n_params; }
+float *nf_unet_params(nf_unet *net) { return net->params; }
+float *nf_unet_grads(nf_unet *net) { return net->grads; }
+int nf_unet_num_tensors(const nf_unet *net) { return net->n_tensors; }
+
+const nf_param_info *nf_unet_tensor(const nf_unet *net, int i)
+{
+    return (i >= 0 && i < net->n_tensors) ? &net->tensors[i] : NULL;
+}
+
+int nf_unet_find_tensor(const nf_unet *net, const char *name)
+{
+    for (int i = 0; i < net->n_tensors; i++)
+        if (!strcmp(net->extra[i].name, name)) return i;
+    return -1;
+}
+
+void nf_unet_zero_grad(nf_unet *net) { memset(net->grads, 0, net->n_params * sizeof(float)); }
+
+/* PyTorch defaults: Conv1d/Linear reset_parameters use kaiming_uniform_(a = sqrt(5)),
+ * i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias;
+ * GroupNorm weight 1, bias 0; Embedding N(0, 1). One RNG stream per tensor name. */
+void nf_unet_init_params(nf_unet *net, uint64_t seed)
+{
+    for (int i = 0; i < net->n_tensors; i++) {
+        const nf_param_info *t = &net->tensors[i];
+        const tensor_extra *e = &net->extra[i];
+        float *p = net->params + t->offset;
+        uint64_t stream = nf_stream_id(e->name, 0, 0);
+        switch (e->init) {
+        case INIT_ONE:
+            for (size_t k = 0; k < t->size; k++) p[k] = 1.0f;
+            break;
+        case INIT_ZERO:
+            memset(p, 0, t->size * sizeof *p);
+            break;
+        case INIT_EMB:
+            nf_randn(p, t->size, seed, stream, 0);
+            break;
+        default: {
+            float bound = 1.0f / sqrtf((float)e->fan_in);
+            nf_randu(p, t->size, seed, stream, 0);
+            for (size_t k = 0; k < t->size; k++) p[k] = (2.0f * p[k] - 1.0f) * bound;
+        }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ forward / backward */
+
+#define PRM(net, o, k) ((net)->params + (net)->tensors[(o)->p0 + (k)].offset)
+#define GRD(net, o, k) ((net)->grads + (net)->tensors[(o)->p0 + (k)].offset)
+
+static float *dbuf(nf_unet *net, const float *p) { return net->dact + (p - net->act); }
+
+static nf_conv_dims conv3(int cin, int cout) { nf_conv_dims d = {cin, cout, 3, 1, 1, 1}; return d; }
+static nf_conv_dims conv1(int cin, int cout) { nf_conv_dims d = {cin, cout, 1, 1, 1, 0}; return d; }
+
+/* Adds embp[b][c] to the valid columns of example b of h. */
+static void add_emb(float *h, const float *embp, int C, nf_seq s)
+{
+    size_t ld = nf_seq_ld(s);
+#pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((size_t)C * ld > 32768)
+    for (int r = 0; r < C * s.B; r++) {
+        int c = r / s.B, b = r % s.B;
+        float v = embp[(size_t)b * C + c];
+        float *row = h + (size_t)c * ld + (size_t)b * s.S + s.off;
+        for (int l = 0; l < s.L; l++) row[l] += v;
+    }
+}
+
+static void res_forward(nf_unet *net, op_t *o, int train)
+{
+    const nf_unet_config *c = &net->cfg;
+    int G = c->groups, E = 4 * c->base;
+    nf_seq s = o->si;
+    /* h = conv3(SiLU(GN(x))) + Linear(SiLU(emb)) */
+    nf_groupnorm_forward(o->a1, o->m1, o->r1, o->in, PRM(net, o, 0), PRM(net, o, 1), o->cin, G,
+                         GN_EPS, 1, s);
+    nf_conv1d_forward(o->h1, s, NULL, net->wt, o->a1, s, PRM(net, o, 2), PRM(net, o, 3), NULL,
+                      conv3(o->cin, o->cout));
+    nf_linear_forward(o->embp, net->semb, PRM(net, o, 4), PRM(net, o, 5), s.B, E, o->cout);
+    add_emb(o->h1, o->embp, o->cout, s);
+    /* h = conv3(dropout(SiLU(GN(h)))) + skip(x) */
+    nf_groupnorm_forward(o->a2, o->m2, o->r2, o->h1, PRM(net, o, 6), PRM(net, o, 7), o->cout, G,
+                         GN_EPS, 1, s);
+    if (train) nf_dropout_forward(o->a2, o->cout, s, c->dropout, net->dropout_seed, o->layer);
+    if (o->has_skip) {
+        nf_conv1d_forward(o->out, s, NULL, net->wt, o->in, s, PRM(net, o, 10), PRM(net, o, 11),
+                          NULL, conv1(o->cin, o->cout));
+        /* conv2 on top of the skip result (bias + residual folded into its first pass). */
+        nf_conv1d_forward(o->out, s, NULL, net->wt, o->a2, s, PRM(net, o, 8), PRM(net, o, 9),
+                          o->out, conv3(o->cout, o->cout));
+    } else {
+        nf_conv1d_forward(o->out, s, NULL, net->wt, o->a2, s, PRM(net, o, 8), PRM(net, o, 9),
+                          o->in, conv3(o->cout, o->cout));
+    }
+}
+
+static void res_backward(nf_unet *net, op_t *o)
+{
+    const nf_unet_config *c = &net->cfg;
+    int G = c->groups, E = 4 * c->base;
+    nf_seq s = o->si;
+    float *dout = dbuf(net, o->out), *dx = dbuf(net, o->in);
+    float *da2 = dbuf(net, o->a2), *dh1 = dbuf(net, o->h1), *da1 = dbuf(net, o->a1);
+    float *dembp = dbuf(net, o->embp);
+    nf_conv1d_backward(da2, GRD(net, o, 8), GRD(net, o, 9), dout, s, NULL, NULL, net->wt, o->a2, s,
+                       PRM(net, o, 8), conv3(o->cout, o->cout));
+    if (o->has_skip)
+        nf_conv1d_backward(dx, GRD(net, o, 10), GRD(net, o, 11), dout, s, NULL, NULL, net->wt,
+                           o->in, s, PRM(net, o, 10), conv1(o->cin, o->cout));
+    else
+        nf_seq_add(dx, dout, o->cout, s);
+    nf_dropout_backward(da2, o->cout, s, c->dropout, net->dropout_seed, o->layer);
+    nf_groupnorm_backward(dh1, GRD(net, o, 6), GRD(net, o, 7), da2, o->h1, o->m2, o->r2,
+                          PRM(net, o, 6), PRM(net, o, 7), net->partial, o->cout, G, 1, s);
+    /* d embp[b][c] = sum over time of dh1 (fixed order per example). */
+    size_t ld = nf_seq_ld(s);
+    for (int r = 0; r < o->cout * s.B; r++) {
+        int ch = r / s.B, b = r % s.B;
+        const float *row = dh1 + (size_t)ch * ld + (size_t)b * s.S + s.off;
+        float acc = 0.0f;
+        for (int l = 0; l < s.L; l++) acc += row[l];
+        dembp[(size_t)b * o->cout + ch] = acc;
+    }
+    nf_linear_backward(dbuf(net, net->semb), GRD(net, o, 4), GRD(net, o, 5), dembp, net->semb,
+                       PRM(net, o, 4), s.B, E, o->cout);
+    nf_conv1d_backward(da1, GRD(net, o, 2), GRD(net, o, 3), dh1, s, NULL, NULL, net->wt, o->a1, s,
+                       PRM(net, o, 2), conv3(o->cin, o->cout));
+    nf_groupnorm_backward(dx, GRD(net, o, 0), GRD(net, o, 1), da1, o->in, o->m1, o->r1,
+                          PRM(net, o, 0), PRM(net, o, 1), net->partial, o->cin, G, 1, s);
+}
+
+static void attn_forward(nf_unet *net, op_t *o)
+{
+    const nf_unet_config *c = &net->cfg;
+    nf_seq s = o->si;
+    int C = o->cin;
+    nf_groupnorm_forward(o->norm, o->m1, o->r1, o->in, PRM(net, o, 0), PRM(net, o, 1), C,
+                         c->groups, GN_EPS, 0, s);
+    nf_conv1d_forward(o->qkv, s, NULL, net->wt, o->norm, s, PRM(net, o, 2), PRM(net, o, 3), NULL,
+                      conv1(C, 3 * C));
+    nf_attention_forward(o->att, o->lse, o->qkv, net->att_scr, C, c->heads, s);
+    nf_conv1d_forward(o->out, s, NULL, net->wt, o->att, s, PRM(net, o, 4), PRM(net, o, 5), o->in,
+                      conv1(C, C));
+}
+
+static void attn_backward(nf_unet *net, op_t *o)
+{
+    const nf_unet_config *c = &net->cfg;
+    nf_seq s = o->si;
+    int C = o->cin;
+    float *dout = dbuf(net, o->out), *dx = dbuf(net, o->in);
+    nf_seq_add(dx, dout, C, s);
+    nf_conv1d_backward(dbuf(net, o->att), GRD(net, o, 4), GRD(net, o, 5), dout, s, NULL, NULL,
+                       net->wt, o->att, s, PRM(net, o, 4), conv1(C, C));
+    nf_attention_backward(dbuf(net, o->qkv), dbuf(net, o->att), o->qkv, o->lse, net->att_scr, C,
+                          c->heads, s);
+    nf_conv1d_backward(dbuf(net, o->norm), GRD(net, o, 2), GRD(net, o, 3), dbuf(net, o->qkv), s,
+                       NULL, NULL, net->wt, o->norm, s, PRM(net, o, 2), conv1(C, 3 * C));
+    nf_groupnorm_backward(dx, GRD(net, o, 0), GRD(net, o, 1), dbuf(net, o->norm), o->in, o->m1,
+                          o->r1, PRM(net, o, 0), PRM(net, o, 1), net->partial, C, c->groups, 0, s);
+}
+
+static void op_forward(nf_unet *net, op_t *o, int train)
+{
+    const nf_unet_config *c = &net->cfg;
+    switch (o->kind) {
+    case OP_IN:
+        nf_conv1d_forward(o->out, o->so, NULL, net->wt, o->in, o->si, PRM(net, o, 0),
+                          PRM(net, o, 1), NULL, conv3(o->cin, o->cout));
+        break;
+    case OP_RES:
+        res_forward(net, o, train);
+        break;
+    case OP_ATTN:
+        attn_forward(net, o);
+        break;
+    case OP_DOWN: {
+        nf_conv_dims d = {o->cin, o->cout, 3, 2, 1, 1};
+        nf_conv1d_forward(o->out, o->so, o->col, net->wt, o->in, o->si, PRM(net, o, 0),
+                          PRM(net, o, 1), NULL, d);
+        break;
+    }
+    case OP_UP:
+        nf_upsample_forward(o->col, o->so, o->in, o->si, o->cin);
+        nf_conv1d_forward(o->out, o->so, NULL, net->wt, o->col, o->so, PRM(net, o, 0),
+                          PRM(net, o, 1), NULL, conv3(o->cin, o->cout));
+        break;
+    case OP_OUT:
+        nf_groupnorm_forward(o->col, o->m1, o->r1, o->in, PRM(net, o, 0), PRM(net, o, 1), o->cin,
+                             c->groups, GN_EPS, 1, o->si);
+        nf_conv1d_forward(o->out, o->so, NULL, net->wt, o->col, o->si, PRM(net, o, 2),
+                          PRM(net, o, 3), NULL, conv3(o->cin, o->cout));
+        break;
+    }
+}
+
+static void op_backward(nf_unet *net, op_t *o)
+{
+    const nf_unet_config *c = &net->cfg;
+    float *dout = dbuf(net, o->out);
+    switch (o->kind) {
+    case OP_IN:
+        nf_conv1d_backward(dbuf(net, o->in), GRD(net, o, 0), GRD(net, o, 1), dout, o->so, NULL,
+                           NULL, net->wt, o->in, o->si, PRM(net, o, 0), conv3(o->cin, o->cout));
+        break;
+    case OP_RES:
+        res_backward(net, o);
+        break;
+    case OP_ATTN:
+        attn_backward(net, o);
+        break;
+    case OP_DOWN: {
+        nf_conv_dims d = {o->cin, o->cout, 3, 2, 1, 1};
+        nf_conv1d_backward(dbuf(net, o->in), GRD(net, o, 0), GRD(net, o, 1), dout, o->so, o->col,
+                           dbuf(net, o->col), net->wt, o->in, o->si, PRM(net, o, 0), d);
+        break;
+    }
+    case OP_UP:
+        nf_conv1d_backward(dbuf(net, o->col), GRD(net, o, 0), GRD(net, o, 1), dout, o->so, NULL,
+                           NULL, net->wt, o->col, o->so, PRM(net, o, 0), conv3(o->cin, o->cout));
+        nf_upsample_backward(dbuf(net, o->in), o->si, dbuf(net, o->col), o->so, o->cin);
+        break;
+    case OP_OUT:
+        nf_conv1d_backward(dbuf(net, o->col), GRD(net, o, 2), GRD(net, o, 3), dout, o->so, NULL,
+                           NULL, net->wt, o->col, o->si, PRM(net, o, 2), conv3(o->cin, o->cout));
+        nf_groupnorm_backward(dbuf(net, o->in), GRD(net, o, 0), GRD(net, o, 1), dbuf(net, o->col),
+                              o->in, o->m1, o->r1, PRM(net, o, 0), PRM(net, o, 1), net->partial,
+                              o->cin, c->groups, 1, o->si);
+        break;
+    }
+}
+
+nf_status nf_unet_forward(nf_unet *net, const float *x, const float *t, const int *y, int B, int L,
+                          float *out, int train, uint64_t dropout_seed)
+{
+    const nf_unet_config *c = &net->cfg;
+    if (B < 1 || B > net->max_batch || L < 1 || L > net->max_length)
+        return nf_fail(NF_ERR_ARG, "unet forward: batch %d x length %d outside the 1..%d x 1..%d "
+                                   "the network was created for", B, L, net->max_batch,
+                       net->max_length);
+    if (!x || !t || !out) return nf_fail(NF_ERR_ARG, "unet forward: NULL x, t or out");
+    net->act_used = plan(net, net->act, B, L);
+    net->B = B;
+    net->L = L;
+    net->trained = 0;
+    net->dropout_seed = dropout_seed;
+    for (int b = 0; b < B; b++) net->y[b] = y ? y[b] : -1;
+    int E = 4 * c->base;
+    /* emb = lin2(SiLU(lin1(sinusoidal(t)))) + class_emb[y]; ResBlocks see SiLU(emb). */
+    nf_timestep_embedding(net->tsin, t, B, c->base);
+    nf_linear_forward(net->th, net->tsin, net->params + net->tensors[0].offset,
+                      net->params + net->tensors[1].offset, B, c->base, E);
+    nf_silu_forward(net->ths, net->th, (size_t)B * E);
+    nf_linear_forward(net->emb, net->ths, net->params + net->tensors[2].offset,
+                      net->params + net->tensors[3].offset, B, E, E);
+    if (c->num_classes > 0)
+        nf_class_embed_forward(net->emb, net->y, net->params + net->tensors[4].offset, B,
+                               c->num_classes, E);
+    nf_silu_forward(net->semb, net->emb, (size_t)B * E);
+    nf_seq_pack(net->x0, x, c->in_ch, net->seq[0]);
+    for (int k = 0; k < net->n_ops; k++) op_forward(net, &net->ops[k], train);
+    nf_seq_unpack(out, net->final, c->out_ch, net->seq[0]);
+    net->trained = train != 0;
+    return NF_OK;
+}
+
+nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx)
+{
+    const nf_unet_config *c = &net->cfg;
+    if (!net->trained)
+        return nf_fail(NF_ERR_ARG, "unet backward: no training forward to go back through");
+    if (!dout) return nf_fail(NF_ERR_ARG, "unet backward: NULL dout");
+    int B = net->B, E = 4 * c->base;
+    memset(net->dact, 0, net->act_used * sizeof(float));
+    nf_seq_pack(dbuf(net, net->final), dout, c->out_ch, net->seq[0]);
+    for (int k = net->n_ops - 1; k >= 0; k--) op_backward(net, &net->ops[k]);
+    if (dx) nf_seq_unpack(dx, dbuf(net, net->x0), c->in_ch, net->seq[0]);
+    /* Embedding MLP. */
+    float *demb = dbuf(net, net->emb), *dths = dbuf(net, net->ths), *dth = dbuf(net, net->th);
+    nf_silu_backward(demb, dbuf(net, net->semb), net->emb, (size_t)B * E);
+    if (c->num_classes > 0)
+        nf_class_embed_backward(net->grads + net->tensors[4].offset, demb, net->y, B,
+                                c->num_classes, E);
+    nf_linear_backward(dths, net->grads + net->tensors[2].offset,
+                       net->grads + net->tensors[3].offset, demb, net->ths,
+                       net->params + net->tensors[2].offset, B, E, E);
+    nf_silu_backward(dth, dths, net->th, (size_t)B * E);
+    nf_linear_backward(NULL, net->grads + net->tensors[0].offset,
+                       net->grads + net->tensors[1].offset, dth, net->tsin,
+                       net->params + net->tensors[0].offset, B, c->base, E);
+    return NF_OK;
+}
+
+/* ------------------------------------------------------------ cost */
+
+double nf_unet_flops(const nf_unet_config *cfg, int L)
+{
+    if (nf_unet_config_check(cfg) || L < 1) return 0.0;
+    op_t *ops = calloc((size_t)max_ops(cfg), sizeof *ops);
+    if (!ops) return 0.0;
+    int n = build(cfg, NULL, ops);
+    int Ls[NF_UNET_MAX_LEVELS];
+    level_lengths(cfg, L, Ls);
+    double C0 = cfg->base, E = 4 * C0;
+    double f = 2.0 * C0 * E + 2.0 * E * E; /* time MLP */
+    for (int k = 0; k < n; k++) {
+        const op_t *o = &ops[k];
+        double ci = o->cin, co = o->cout, li = Ls[o->level], lo = Ls[o->out_level];
+        switch (o->kind) {
+        case OP_IN:
+        case OP_OUT:
+        case OP_DOWN:
+        case OP_UP:
+            f += 2.0 * co * ci * 3.0 * lo;
+            break;
+        case OP_RES:
+            f += 2.0 * co * ci * 3.0 * li + 2.0 * E * co + 2.0 * co * co * 3.0 * li;
+            if (o->has_skip) f += 2.0 * co * ci * li;
+            break;
+        case OP_ATTN:
+            f += 2.0 * 3.0 * ci * ci * li + 4.0 * li * li * ci + 2.0 * ci * ci * li;
+            break;
+        }
+    }
+    free(ops);
+    return f;
+}
