@@ -87,6 +87,16 @@ int nf_gen_step(nf_gen *g);
 nf_status nf_gen_finish(nf_gen *g, float *out);
 void nf_gen_free(nf_gen *g);
 
+/* Interpolation in K steps (K >= 2; out: K sounds, the first and last being the two
+ * ends). Between two seeds: spherical interpolation of their start noise, each point
+ * rendered with the sampler of p (p->seed is ignored). Between two sounds a and b
+ * ([channels][length] each): deterministic DDIM inversion of both to noise, slerp,
+ * and DDIM (eta 0) decoding, so the ends reproduce a and b closely. */
+nf_status nf_interpolate_seeds(nf_model *m, const nf_gen_params *p, uint64_t seed_a,
+                               uint64_t seed_b, int K, float *out);
+nf_status nf_interpolate_sounds(nf_model *m, const nf_gen_params *p, const float *a,
+                                const float *b, int K, float *out);
+
 #ifdef __cplusplus
 }
 #endif
