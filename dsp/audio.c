@@ -448,6 +448,9 @@ nf_status nf_audio_write(const char *path, const nf_audio *a, nf_file_format fmt
     }
     /* Integer formats: clip instead of wrapping around on values past full scale. */
     sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+    /* No PEAK chunk: libsndfile stamps it with the time of writing, so the same sound
+     * rendered twice would give files that differ in their bytes. */
+    sf_command(sf, SFC_SET_ADD_PEAK_CHUNK, NULL, SF_FALSE);
     /* Strings go before the first sample: FLAC writes its vorbis comment in the header. */
     int chunk_failed = 0;
     if (comment && *comment && fmt != NF_FILE_FLAC) {
