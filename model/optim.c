@@ -1,0 +1,207 @@
+/* AdamW, gradient clipping, learning-rate schedule and EMA on flat float slabs. */
+#include "nf_optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 16384
+/* Reductions are summed per block of this many elements, then over blocks in order, so
+ * the result is the same for any thread count. */
+#define RED_BLOCK 4096
+#define RED_MAX_BLOCKS 1024
+
+nf_adamw_config nf_adamw_defaults(void)
+{
+    nf_adamw_config c = {0.9f, 0.999f, 1e-8f, 0.01f};
+    return c;
+}
+
+nf_status nf_adamw_init(nf_adamw *opt, size_t n, const nf_adamw_config *cfg)
+{
+    memset(opt, 0, sizeof *opt);
+    if (!cfg) return nf_fail(NF_ERR_ARG, "adamw: no config");
+    if (!(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f))
+        return nf_fail(NF_ERR_ARG, "adamw: beta1 %g is not in [0, 1)", (double)cfg->beta1);
+    if (!(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f))
+        return nf_fail(NF_ERR_ARG, "adamw: beta2 %g is not in [0, 1)", (double)cfg->beta2);
+    if (!(cfg->eps > 0.0f && isfinite(cfg->eps)))
+        return nf_fail(NF_ERR_ARG, "adamw: eps %g must be positive", (double)cfg->eps);
+    if (!(cfg->weight_decay >= 0.0f && isfinite(cfg->weight_decay)))
+        return nf_fail(NF_ERR_ARG, "adamw: weight decay %g must be >= 0", (double)cfg->weight_decay);
+    if (n == 0) return nf_fail(NF_ERR_ARG, "adamw: no parameters");
+    opt->m = calloc(n, sizeof(float));
+    opt->v = calloc(n, sizeof(float));
+    if (!opt->m || !opt->v) {
+        nf_adamw_free(opt);
+        return nf_fail(NF_ERR_NOMEM, "adamw: out of memory for %zu moments", n);
+    }
+    opt->cfg = *cfg;
+    opt->n = n;
+    return NF_OK;
+}
+
+void nf_adamw_free(nf_adamw *opt)
+{
+    if (!opt) return;
+    free(opt->m);
+    free(opt->v);
+    opt->m = opt->v = NULL;
+    opt->n = 0;
+}
+
+void nf_adamw_reset(nf_adamw *opt)
+{
+    if (opt->m) memset(opt->m, 0, opt->n * sizeof(float));
+    if (opt->v) memset(opt->v, 0, opt->n * sizeof(float));
+    opt->step = 0;
+}
+
+nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float lr)
+{
+    if (!(lr >= 0.0f && isfinite(lr))) return nf_fail(NF_ERR_ARG, "adamw: learning rate %g", (double)lr);
+    if (!opt->m || !opt->v) return nf_fail(NF_ERR_ARG, "adamw: optimizer not initialised");
+    const int64_t t = opt->step + 1;
+    const float b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, eps = opt->cfg.eps;
+    /* Bias corrections (Kingma & Ba, Algorithm 1) in double, as torch computes them. */
+    const double bc1 = 1.0 - pow((double)b1, (double)t);
+    const double bc2 = 1.0 - pow((double)b2, (double)t);
+    const float step_size = (float)((double)lr / bc1);
+    const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    /* Decoupled decay (Loshchilov & Hutter, Algorithm 2 line 12), applied first as torch does. */
+    const float decay = (float)(1.0 - (double)lr * (double)opt->cfg.weight_decay);
+    const float one_b1 = 1.0f - b1, one_b2 = 1.0f - b2;
+    float *m = opt->m, *v = opt->v;
+    const uint8_t *mask = opt->decay_mask;
+    const ptrdiff_t n = (ptrdiff_t)opt->n;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float g = grads[i];
+        float p = params[i];
+        if (!mask || mask[i]) p *= decay;
+        float mi = m[i] + one_b1 * (g - m[i]);        /* = b1 m + (1 - b1) g */
+        float vi = b2 * v[i] + one_b2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) * inv_sqrt_bc2 + eps;
+        params[i] = p - step_size * (mi / denom);
+    }
+    opt->step = t;
+    return NF_OK;
+}
+
+double nf_l2_norm(const float *g, size_t n)
+{
+    /* At most RED_MAX_BLOCKS partial sums on the stack (no allocation per step): blocks
+     * grow past RED_BLOCK for very large n. Block bounds depend on n only. */
+    size_t bs = RED_BLOCK;
+    if ((n + bs - 1) / bs > RED_MAX_BLOCKS) bs = (n + RED_MAX_BLOCKS - 1) / RED_MAX_BLOCKS;
+    const ptrdiff_t nb = (ptrdiff_t)((n + bs - 1) / bs);
+    double partial[RED_MAX_BLOCKS];
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (ptrdiff_t b = 0; b < nb; b++) {
+        size_t lo = (size_t)b * bs, hi = lo + bs < n ? lo + bs : n;
+        double acc = 0.0;
+        for (size_t i = lo; i < hi; i++) acc += (double)g[i] * g[i];
+        partial[b] = acc;
+    }
+    double s = 0.0;
+    for (ptrdiff_t b = 0; b < nb; b++) s += partial[b];
+    return sqrt(s);
+}
+
+void nf_scale(float *g, size_t n, float s)
+{
+    const ptrdiff_t nn = (ptrdiff_t)n;
+#pragma omp parallel for schedule(static) if (nn > PAR_MIN)
+    for (ptrdiff_t i = 0; i < nn; i++) g[i] *= s;
+}
+
+double nf_clip_grad_norm(float *g, size_t n, double max_norm)
+{
+    double norm = nf_l2_norm(g, n);
+    if (!isfinite(norm) || max_norm <= 0.0) return norm;
+    /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1. */
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) nf_scale(g, n, (float)coef);
+    return norm;
+}
+
+nf_status nf_lr_schedule_check(const nf_lr_schedule *s)
+{
+    if (s->shape != NF_LR_CONSTANT && s->shape != NF_LR_COSINE)
+        return nf_fail(NF_ERR_ARG, "lr schedule: unknown shape %d", (int)s->shape);
+    if (!(s->lr > 0.0f && isfinite(s->lr)))
+        return nf_fail(NF_ERR_ARG, "lr schedule: lr %g must be positive", (double)s->lr);
+    if (!(s->min_lr >= 0.0f && s->min_lr <= s->lr))
+        return nf_fail(NF_ERR_ARG, "lr schedule: min_lr %g must be in [0, lr]", (double)s->min_lr);
+    if (s->warmup_steps < 0)
+        return nf_fail(NF_ERR_ARG, "lr schedule: warmup_steps %lld is negative", (long long)s->warmup_steps);
+    if (s->shape == NF_LR_COSINE && s->total_steps <= s->warmup_steps)
+        return nf_fail(NF_ERR_ARG, "lr schedule: total_steps %lld must exceed warmup_steps %lld",
+                       (long long)s->total_steps, (long long)s->warmup_steps);
+    return NF_OK;
+}
+
+float nf_lr_at(const nf_lr_schedule *s, int64_t step)
+{
+    if (step < 0) step = 0;
+    if (step < s->warmup_steps) return (float)((double)s->lr * (double)(step + 1) / (double)s->warmup_steps);
+    if (s->shape == NF_LR_CONSTANT) return s->lr;
+    /* Cosine annealing (Loshchilov & Hutter 2017, eq. 5):
+     * lr = min + (max - min) * (1 + cos(pi * p)) / 2, p = progress after the warm-up. */
+    double span = (double)(s->total_steps - s->warmup_steps);
+    double p = span > 0 ? (double)(step - s->warmup_steps) / span : 1.0;
+    if (p > 1.0) p = 1.0;
+    return (float)(s->min_lr + ((double)s->lr - s->min_lr) * 0.5 * (1.0 + cos(M_PI * p)));
+}
+
+nf_status nf_ema_init(nf_ema *ema, const float *params, size_t n, float decay, int warmup)
+{
+    memset(ema, 0, sizeof *ema);
+    if (!(decay >= 0.0f && decay < 1.0f))
+        return nf_fail(NF_ERR_ARG, "ema: decay %g is not in [0, 1)", (double)decay);
+    if (n == 0) return nf_fail(NF_ERR_ARG, "ema: no parameters");
+    ema->shadow = malloc(n * sizeof(float));
+    if (!ema->shadow) return nf_fail(NF_ERR_NOMEM, "ema: out of memory for %zu weights", n);
+    memcpy(ema->shadow, params, n * sizeof(float));
+    ema->n = n;
+    ema->decay = decay;
+    ema->warmup = warmup;
+    return NF_OK;
+}
+
+void nf_ema_free(nf_ema *ema)
+{
+    if (!ema) return;
+    free(ema->shadow);
+    ema->shadow = NULL;
+    ema->n = 0;
+}
+
+float nf_ema_current_decay(const nf_ema *ema)
+{
+    if (!ema->warmup) return ema->decay;
+    double k = (double)ema->updates;
+    double d = (1.0 + k) / (10.0 + k);
+    return d < ema->decay ? (float)d : ema->decay;
+}
+
+void nf_ema_update(nf_ema *ema, const float *params)
+{
+    const float d = nf_ema_current_decay(ema);
+    const float one_d = 1.0f - d;
+    float *s = ema->shadow;
+    const ptrdiff_t n = (ptrdiff_t)ema->n;
+    /* shadow += (1 - d)(params - shadow): the same as d*shadow + (1-d)*params, and exact
+     * when params == shadow. */
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (ptrdiff_t i = 0; i < n; i++) s[i] += one_d * (params[i] - s[i]);
+    ema->updates++;
+}
+
+void nf_ema_reset(nf_ema *ema, const float *params)
+{
+    memcpy(ema->shadow, params, ema->n * sizeof(float));
+}
