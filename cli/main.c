@@ -7,6 +7,11 @@
 
 static const nf_cli_command *const commands[] = {
     /* Each command file defines one nf_cli_command; listed in the order of --help. */
+    &nf_cmd_train,
+    &nf_cmd_generate, &nf_cmd_vary, &nf_cmd_inpaint, &nf_cmd_extend, &nf_cmd_interpolate, &nf_cmd_render,
+    &nf_cmd_info,
+    &nf_cmd_spectrogram, &nf_cmd_make_drums,
+    &nf_cmd_bench,
     NULL
 };
 
@@ -45,7 +50,11 @@ int main(int argc, char **argv)
         return 0;
     }
     for (int i = 0; commands[i]; i++)
-        if (!strcmp(cmd, commands[i]->name)) return commands[i]->run(argc - 1, argv + 1);
+        if (!strcmp(cmd, commands[i]->name)) {
+            int status = commands[i]->run(argc - 1, argv + 1);
+            nf_cli_release_models();
+            return status;
+        }
     fprintf(stderr, "noisefloor: unknown command '%s'\n\n", cmd);
     print_usage(stderr);
     return 2;
