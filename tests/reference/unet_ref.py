@@ -24,9 +24,28 @@ odd length 45, batch 2, 4 groups), and writes to DIR (default tests/reference/fi
 The reference values are computed in float64 from the float32 weights and inputs (so they
 are the exact answer to float32 rounding of the output, not another float32 run), then
 stored as float32. The loss is mean((out - target)^2) over all elements.
+
+Cross-language model files (tests/model/test_xlang.c), in the full noisefloor model-file
+format of model/nf_checkpoint.h (weights, "ema.<name>" weights, and the metadata keys
+format, format_version, noisefloor.config, noisefloor.model written byte for byte as
+model/checkpoint.c writes them):
+
+    /usr/bin/python3 tests/reference/unet_ref.py write-py-model [--out DIR]
+        writes py_model.safetensors (the small network above with its own weights) and
+        py_model_data.safetensors (x [3,in,L], t [3], y [3], and the float64 outputs of
+        the raw weights, "out", and of the EMA weights, "out.ema", stored as float32).
+    /usr/bin/python3 tests/reference/unet_ref.py check-c MODEL OUTPUTS [MODEL OUTPUTS ...]
+        reads a model file written by nf_checkpoint_save (F32 or F16) with safetensors_np,
+        builds the network from its noisefloor.config, and compares the outputs the C
+        network gave ("out", and "out.ema" when the file has EMA weights, on the inputs
+        x, t, y stored in OUTPUTS) with torch's float64 forward (relative error
+        max|c - ref| / max|ref| <= 1e-4). Also checks the metadata and that the C JSON is
+        byte for byte what config_to_json / model_desc_to_json write. Exit status 1 on
+        any mismatch.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -420,9 +439,326 @@ def make_fixture(outdir):
         print(f"unet_ref: wrote {p} ({os.path.getsize(p)} bytes)")
 
 
+# ---------------------------------------------------------------------------------------
+# Cross-language model files (tests/model/test_xlang.c)
+#
+# The noisefloor model file (model/nf_checkpoint.h) is a safetensors file holding the
+# network's parameters under their state_dict names, optionally the EMA weights under
+# "ema.<name>", and four metadata keys: "format" = "noisefloor", "format_version" = "1",
+# "noisefloor.config" (nf_unet_config_to_json) and "noisefloor.model"
+# (nf_model_desc_to_json). The functions below write and read that JSON byte for byte as
+# model/checkpoint.c does, so a file written here is the file nf_checkpoint_save would
+# write for the same weights and description.
+
+CKPT_FORMAT_VERSION = 1
+PY_MODEL = "py_model.safetensors"
+PY_MODEL_DATA = "py_model_data.safetensors"
+
+
+def _c_g(v, lo, hi, same):
+    """The shortest of C's "%.{lo}g" .. "%.{hi}g" that reads back as v (model/json.c
+    nf_jw_double: 15..17 digits; model/checkpoint.c jw_float: 6..9 digits, as float32)."""
+    if not math.isfinite(v):
+        raise ValueError(f"{v} has no JSON form")
+    s = ""
+    for prec in range(lo, hi + 1):
+        s = "%.*g" % (prec, v)
+        if same(s):
+            break
+    return s
+
+
+def _json_f32(v):
+    v32 = np.float32(v)
+    return _c_g(float(v32), 6, 9, lambda s: np.float32(float(s)) == v32)
+
+
+def _json_f64(v):
+    return _c_g(float(v), 15, 17, lambda s: float(s) == float(v))
+
+
+def _json_str(s):
+    # model/json.c put_escaped: '"', '\\', \n \r \t \b \f and other bytes < 0x20 as
+    # \u00xx, everything else (UTF-8 included) as is -- json.dumps(ensure_ascii=False).
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _json_obj(pairs):
+    return "{" + ",".join(_json_str(k) + ":" + v for k, v in pairs) + "}"
+
+
+def _json_arr(items):
+    return "[" + ",".join(items) + "]"
+
+
+def config_to_json(cfg):
+    """nf_unet_config_to_json, byte for byte."""
+    n = len(cfg.mults)
+    return _json_obj([
+        ("in_ch", str(cfg.in_ch)), ("out_ch", str(cfg.out_ch)), ("base", str(cfg.base)),
+        ("n_levels", str(n)), ("mults", _json_arr(str(int(m)) for m in cfg.mults)),
+        ("blocks", str(cfg.blocks)), ("attn", _json_arr(str(int(a)) for a in cfg.attn)),
+        ("mid_attn", str(int(cfg.mid_attn))), ("heads", str(cfg.heads)),
+        ("groups", str(cfg.groups)), ("num_classes", str(cfg.num_classes)),
+        ("dropout", _json_f32(cfg.dropout)),
+    ])
+
+
+def _need(obj, key, kind, what):
+    if key not in obj:
+        raise ValueError(f"{what}: key {key!r} is missing")
+    v = obj[key]
+    ok = {"int": isinstance(v, int) and not isinstance(v, bool),
+          "num": isinstance(v, (int, float)) and not isinstance(v, bool),
+          "str": isinstance(v, str), "bool": isinstance(v, bool),
+          "list": isinstance(v, list), "obj": isinstance(v, dict)}[kind]
+    if not ok:
+        raise ValueError(f"{what}: key {key!r} is not of type {kind} ({v!r})")
+    return v
+
+
+def config_from_json(text):
+    """nf_unet_config_from_json: every key required, with its type."""
+    o = json.loads(text)
+    w = "noisefloor.config"
+    n = _need(o, "n_levels", "int", w)
+    mults = _need(o, "mults", "list", w)
+    attn = _need(o, "attn", "list", w)
+    if len(mults) != n or len(attn) != n:
+        raise ValueError(f"{w}: mults/attn do not have n_levels = {n} entries")
+    return UNetConfig(
+        in_ch=_need(o, "in_ch", "int", w), out_ch=_need(o, "out_ch", "int", w),
+        base=_need(o, "base", "int", w), mults=tuple(int(m) for m in mults),
+        blocks=_need(o, "blocks", "int", w), attn=tuple(int(a) for a in attn),
+        mid_attn=_need(o, "mid_attn", "int", w), heads=_need(o, "heads", "int", w),
+        groups=_need(o, "groups", "int", w), num_classes=_need(o, "num_classes", "int", w),
+        dropout=float(_need(o, "dropout", "num", w)))
+
+
+def model_desc_to_json(d):
+    """nf_model_desc_to_json, byte for byte. `d` is a dict with the nf_model_desc fields
+    (classes as a list of names, seed as an int, extra as a list of (key, value))."""
+    nfiles = len(d["classes"]) if d["classes"] else 1
+    if len(d["class_files"]) != nfiles:
+        raise ValueError(f"class_files needs {nfiles} entries")
+    loss = d["final_loss"]
+    training = _json_obj([
+        ("steps", str(int(d["steps"]))), ("examples_seen", str(int(d["examples_seen"]))),
+        ("final_loss", _json_f64(loss) if loss is not None and math.isfinite(loss) else "null"),
+        ("class_files", _json_arr(str(int(c)) for c in d["class_files"])),
+        ("seed", _json_str(str(int(d["seed"])))),   # a u64 as a string (checkpoint.c)
+    ])
+    return _json_obj([
+        ("representation", _json_str(d["representation"])), ("n_fft", str(int(d["n_fft"]))),
+        ("hop", str(int(d["hop"]))), ("compress_power", _json_f32(d["compress_power"])),
+        ("norm_scale", _json_f32(d["norm_scale"])), ("sample_rate", str(int(d["sample_rate"]))),
+        ("channels", str(int(d["channels"]))), ("length", str(int(d["length"]))),
+        ("objective", _json_str(d["objective"])), ("schedule", _json_str(d["schedule"])),
+        ("T", str(int(d["T"]))), ("learned_variance", "true" if d["learned_variance"] else "false"),
+        ("classes", _json_arr(_json_str(c) for c in d["classes"])),
+        ("training", training),
+        ("extra", _json_obj([(k, _json_str(v)) for k, v in d["extra"]])),
+    ])
+
+
+def model_desc_from_json(text):
+    """nf_model_desc_from_json (the keys it requires, with their types)."""
+    o = json.loads(text)
+    w = "noisefloor.model"
+    d = {}
+    for k, kind in [("representation", "str"), ("n_fft", "int"), ("hop", "int"),
+                    ("compress_power", "num"), ("norm_scale", "num"), ("sample_rate", "int"),
+                    ("channels", "int"), ("length", "int"), ("objective", "str"),
+                    ("schedule", "str"), ("T", "int"), ("learned_variance", "bool"),
+                    ("classes", "list")]:
+        d[k] = _need(o, k, kind, w)
+    if d["representation"] not in ("wave", "stft") or d["objective"] not in ("eps", "v", "x0") \
+            or d["schedule"] not in ("linear", "cosine"):
+        raise ValueError(f"{w}: bad representation, objective or schedule in {text}")
+    tr = _need(o, "training", "obj", w)
+    for k, kind in [("steps", "int"), ("examples_seen", "int"), ("class_files", "list"),
+                    ("seed", "str")]:
+        d[k] = _need(tr, k, kind, w + ": training")
+    if "final_loss" not in tr:
+        raise ValueError(f"{w}: training: key 'final_loss' is missing")
+    d["final_loss"] = tr["final_loss"]
+    d["seed"] = int(d["seed"])
+    d["extra"] = list(o.get("extra", {}).items())
+    return d
+
+
+# The description stored with the Python-written model (values chosen to exercise the
+# JSON: a final loss that needs 16 digits, a seed above 2^53, three class names).
+PY_DESC = {
+    "representation": "wave", "n_fft": 0, "hop": 0, "compress_power": 1.0, "norm_scale": 1.0,
+    "sample_rate": 16000, "channels": 2, "length": LENGTH, "objective": "v",
+    "schedule": "cosine", "T": 1000, "learned_variance": False,
+    "classes": ["kick", "snare", "hat"],
+    "steps": 1234, "examples_seen": 9876, "final_loss": math.pi / 100,
+    "class_files": [3, 4, 5], "seed": 12345678901234567890,
+    "extra": [("writer", "tests/reference/unet_ref.py write-py-model")],
+}
+
+
+def model_metadata(cfg, desc):
+    return {"format": "noisefloor", "format_version": str(CKPT_FORMAT_VERSION),
+            "noisefloor.config": config_to_json(cfg),
+            "noisefloor.model": model_desc_to_json(desc)}
+
+
+def forward64(cfg, tensors, x, t, y):
+    """The reference output in float64 from the file's float32 (or float16) weights."""
+    ref = UNet1D(cfg).double()
+    load_numpy_state(ref, tensors)
+    ref.eval()
+    with torch.no_grad():
+        return ref(torch.from_numpy(np.asarray(x, dtype=np.float64)),
+                   torch.from_numpy(np.asarray(t, dtype=np.float64)),
+                   torch.from_numpy(np.asarray(y).astype(np.int64))).numpy()
+
+
+def split_model(tensors):
+    raw = {k: v for k, v in tensors.items() if not k.startswith("ema.")}
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    return raw, ema
+
+
+def write_py_model(outdir):
+    """py_model.safetensors: the small network's weights and EMA weights in the full
+    model-file format; py_model_data.safetensors: fixed inputs and the float64 outputs
+    of both weight sets."""
+    torch.manual_seed(4321)
+    model = UNet1D(SMALL)
+    g = torch.Generator().manual_seed(4322)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".norm" in name or name.startswith("out_norm"):
+                base = 1.0 if name.endswith("weight") else 0.0
+                p.copy_(base + 0.2 * torch.randn(p.shape, generator=g))
+    weights = state_to_numpy(model)
+    # EMA weights that differ from the raw ones everywhere, so that loading the wrong set
+    # (or a mix) shows in the output.
+    ema = {k: (v + 0.05 * torch.randn(v.shape, generator=g).numpy()).astype(np.float32)
+           for k, v in weights.items()}
+    tensors = dict(weights)
+    tensors.update({"ema." + k: v for k, v in ema.items()})
+    os.makedirs(outdir, exist_ok=True)
+    mpath = os.path.join(outdir, PY_MODEL)
+    safetensors_np.save(mpath, tensors, model_metadata(SMALL, PY_DESC))
+
+    # The reference outputs come from what was written, read back.
+    loaded, meta = safetensors_np.load(mpath)
+    cfg = config_from_json(meta["noisefloor.config"])
+    assert cfg == SMALL and model_desc_from_json(meta["noisefloor.model"]) == PY_DESC
+    raw, ema_l = split_model(loaded)
+    x = torch.randn(3, SMALL.in_ch, LENGTH, generator=g).float().numpy()
+    t = np.array([0.0, 37.0, 999.0], dtype=np.float32)
+    y = np.array([2, -1, 0], dtype=np.int32)
+    data = {"x": x, "t": t, "y": y,
+            "out": forward64(cfg, raw, x, t, y).astype(np.float32),
+            "out.ema": forward64(cfg, ema_l, x, t, y).astype(np.float32)}
+    dpath = os.path.join(outdir, PY_MODEL_DATA)
+    safetensors_np.save(dpath, data, {"model": PY_MODEL, "torch": torch.__version__,
+                                      "out": "forward of the raw weights, float64",
+                                      "out.ema": "forward of the ema.* weights, float64"})
+    for p in (mpath, dpath):
+        print(f"unet_ref: wrote {p} ({os.path.getsize(p)} bytes)")
+
+
+def _rel_err(c, ref):
+    c = np.asarray(c, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if c.shape != ref.shape:
+        return math.inf
+    if not np.all(np.isfinite(c)):
+        return math.inf
+    m = np.abs(ref).max()
+    d = np.abs(c - ref).max()
+    return d / m if m > 0 else d
+
+
+def check_c_model(path, outputs, tol=1e-4):
+    """Check a model file written by nf_checkpoint_save and the outputs the C network gave
+    on it: returns a list of failures (empty if all is well)."""
+    bad = []
+    tensors, meta = safetensors_np.load(path)
+    if meta.get("format") != "noisefloor":
+        bad.append(f"metadata format is {meta.get('format')!r}")
+    if meta.get("format_version") != str(CKPT_FORMAT_VERSION):
+        bad.append(f"metadata format_version is {meta.get('format_version')!r}")
+    extra_keys = set(meta) - {"format", "format_version", "noisefloor.config", "noisefloor.model"}
+    if extra_keys:
+        bad.append(f"unexpected metadata keys {sorted(extra_keys)}")
+    cfg = config_from_json(meta["noisefloor.config"])
+    desc = model_desc_from_json(meta["noisefloor.model"])
+    # The JSON the C writer produced must be what this module writes for the same values,
+    # byte for byte (the two serializers agree, not just the two parsers).
+    if config_to_json(cfg) != meta["noisefloor.config"]:
+        bad.append(f"config JSON differs:\n  C:  {meta['noisefloor.config']}\n  py: {config_to_json(cfg)}")
+    if model_desc_to_json(desc) != meta["noisefloor.model"]:
+        bad.append(f"model JSON differs:\n  C:  {meta['noisefloor.model']}\n  py: {model_desc_to_json(desc)}")
+    if len(desc["classes"]) != cfg.num_classes:
+        bad.append(f"{len(desc['classes'])} class names for {cfg.num_classes} classes")
+    if desc["representation"] == "wave" and desc["channels"] != cfg.in_ch:
+        bad.append(f"wave model with {desc['channels']} channels but in_ch {cfg.in_ch}")
+    raw, ema = split_model(tensors)
+    dtypes = sorted({str(v.dtype) for v in tensors.values()})
+    print(f"unet_ref: {path}: config {config_to_json(cfg)}")
+    print(f"unet_ref: {len(raw)} tensors + {len(ema)} ema, stored as {dtypes}, "
+          f"{sum(v.size for v in raw.values())} parameters")
+    outs, ometa = safetensors_np.load(outputs)
+    x, t, y = outs["x"], outs["t"], outs["y"]
+    print(f"unet_ref: inputs x {list(x.shape)}, t {t.tolist()}, y {y.tolist()}")
+    sets = [("out", raw)] + ([("out.ema", ema)] if ema else [])
+    if "out.ema" in outs and not ema:
+        bad.append("the C outputs have out.ema but the file has no ema.* tensors")
+    for key, w in sets:
+        if key not in outs:
+            bad.append(f"{outputs}: no tensor {key!r}")
+            continue
+        try:
+            ref = forward64(cfg, w, x, t, y)
+        except (ValueError, RuntimeError) as e:
+            bad.append(f"{key}: the torch network does not take the weights: {e}")
+            continue
+        rel = _rel_err(outs[key], ref)
+        ok = rel <= tol
+        print(f"unet_ref:   {key:8s} max|ref| {np.abs(ref).max():.3e}  rel err {rel:.2e}  "
+              f"(tolerance {tol:.0e}) {'ok' if ok else 'FAIL'}")
+        if not ok:
+            bad.append(f"{key}: C output differs from torch by {rel:.3g} (relative)")
+    return bad
+
+
+def check_c(pairs):
+    bad = []
+    for path, outputs in pairs:
+        try:
+            bad += [f"{path}: {b}" for b in check_c_model(path, outputs)]
+        except (ValueError, KeyError, OSError) as e:
+            bad.append(f"{path}: {type(e).__name__}: {e}")
+    for b in bad:
+        print(f"unet_ref: FAIL {b}", file=sys.stderr)
+    print(f"unet_ref: check-c {'FAILED' if bad else 'passed'} ({len(pairs)} file(s))")
+    return 1 if bad else 0
+
+
 def main(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
+    if argv and argv[0] == "check-c":
+        if len(argv) < 3 or len(argv) % 2 == 0:
+            print("usage: unet_ref.py check-c MODEL OUTPUTS [MODEL OUTPUTS ...]", file=sys.stderr)
+            return 2
+        torch.set_num_threads(2)
+        return check_c(list(zip(argv[1::2], argv[2::2])))
+    if argv and argv[0] == "write-py-model":
+        ap = argparse.ArgumentParser(description="write " + PY_MODEL + " and " + PY_MODEL_DATA)
+        ap.add_argument("--out", default=os.path.join(here, "fixtures"))
+        args = ap.parse_args(argv[1:])
+        torch.set_num_threads(2)
+        write_py_model(args.out)
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(here, "fixtures"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
