@@ -1,147 +1,582 @@
-/* A deterministic single-precision GEMM for the layers.
+/* A deterministic, packed, register-blocked single-precision GEMM for the layers.
  *
- * OpenBLAS 0.3.21's sgemm (Haswell/Zen kernels) rounds an element differently
+ * Why not OpenBLAS: 0.3.21's sgemm (Haswell/Zen kernels) rounds an element differently
  * depending on where it falls in the kernel's tiles and on how the threads split the
  * matrix, so a column's value changes with the batch size and the thread count
  * (measured: 24 of 25 conv-like shapes differ between 1 and 2 threads). The network
- * promises bit-identical results across both, so its GEMMs come here: every C element
- * is accumulated over k in one fixed order, by the same arithmetic (FMA on CPUs that
- * have it, multiply-then-add otherwise) whether it sits in a full register tile or an
- * edge, whichever thread computes it.
+ * promises bit-identical results across both, so its GEMMs come here.
  *
- *   nn:  C[i][j] = beta C + alpha sum_k A(i,k) B[k][j]   A(i,k) = A[i*ars + k*acs]
- *   nt:  C[i][j] = beta C + alpha sum_k A[i][k] B[j][k]  (16 fixed lanes over k)
- */
+ * The summation order of C[i][j] = beta C + alpha sum_k op(A)(i,k) op(B)(k,j) depends
+ * only on K (and the constants KCH, CPS below), never on M, N, the element's position,
+ * the tile it falls in, the thread count or the instruction set:
+ *
+ *   chunk c  = k in [c KCH, min(K, (c+1) KCH))
+ *   p_c      = fma(a_k, b_k, ... fma(a_k0+1, b_k0+1, fma(a_k0, b_k0, 0)))   (k ascending)
+ *   super s  = chunks [s CPS, (s+1) CPS);    q_s = (((p_a + p_a+1) + p_a+2) + ...)
+ *   total    = (((q_0 + q_1) + q_2) + ...)
+ *   C        = alpha total                   if beta == 0 (C is not read)
+ *              fma(alpha, total, beta C)     otherwise
+ *
+ * A per-element FMA chain is the same in every SIMD width and in scalar fmaf, so the
+ * AVX2 kernel and the portable kernel give identical bits (the portable one is slow on
+ * CPUs without FMA because fmaf is then emulated by libm, but it is exact there too).
+ * Edge tiles run the same full kernel on zero-padded panels; only the epilogue is
+ * masked to the valid corner. No AVX-512 kernel yet: the development machine's CPU
+ * does not expose AVX-512, so one could not be tested here (it would give the same
+ * bits, being the same per-element chain).
+ *
+ * Parallelism (OpenMP, nf_nn_threads()): work items are (super-chunk, macro tile)
+ * pairs. For K <= KCH*CPS there is one super-chunk and the threads split M and N only.
+ * For the weight-gradient shape (small M x N, K = B*(L+2) ~ 131072) the super-chunks
+ * (a fixed size, independent of the thread count) give the parallelism: each item
+ * writes its q_s into a scratch slab and the slabs are summed in s order afterwards.
+ *
+ * Packing (Goto & van de Geijn 2008): for each chunk, an MC x kc block of op(A) is
+ * packed into MR-row micro-panels and a kc x NC block of op(B) into NR-column
+ * micro-panels, both k-major, so the micro-kernel reads two contiguous streams; the
+ * transposes are absorbed by the packing, so all four (ta, tb) cases share one kernel.
+ * Scratch is per thread (thread-local), 64-byte aligned, allocated on first use and
+ * never freed (OpenMP's worker threads live as long as the process); the super-chunk
+ * slabs belong to the calling thread and only grow. If an allocation fails, the same
+ * order is computed element by element without scratch (slow, same bits).
+ *
+ * This code never calls BLAS, so no OpenMP region here overlaps an OpenBLAS call. */
 #include "nf_nn.h"
 
 #include <math.h>
 #include <stddef.h>
-
-#define MR 4
-#define NR 16
-#define LANES 16
-
-#define DEFINE_KERNELS(SUF, ATTR, MAC)                                                       \
-    ATTR static void nn_tile_##SUF(int mr, int nr, int K, float alpha, const float *A,       \
-                                   ptrdiff_t ars, ptrdiff_t acs, const float *B, ptrdiff_t ldb, \
-                                   float beta, float *C, ptrdiff_t ldc)                      \
-    {                                                                                        \
-        float acc[MR][NR] = {{0}};                                                           \
-        if (mr == MR && nr == NR) {                                                          \
-            for (int k = 0; k < K; k++) {                                                    \
-                const float *b = B + k * ldb;                                                \
-                for (int r = 0; r < MR; r++) {                                               \
-                    float a = A[r * ars + k * acs];                                          \
-                    for (int j = 0; j < NR; j++) acc[r][j] = MAC(a, b[j], acc[r][j]);        \
-                }                                                                            \
-            }                                                                                \
-        } else {                                                                             \
-            for (int k = 0; k < K; k++) {                                                    \
-                const float *b = B + k * ldb;                                                \
-                for (int r = 0; r < mr; r++) {                                               \
-                    float a = A[r * ars + k * acs];                                          \
-                    for (int j = 0; j < nr; j++) acc[r][j] = MAC(a, b[j], acc[r][j]);        \
-                }                                                                            \
-            }                                                                                \
-        }                                                                                    \
-        for (int r = 0; r < mr; r++) {                                                       \
-            float *c = C + r * ldc;                                                          \
-            if (beta == 0.0f)                                                                \
-                for (int j = 0; j < nr; j++) c[j] = alpha * acc[r][j];                       \
-            else                                                                             \
-                for (int j = 0; j < nr; j++) c[j] = beta * c[j] + alpha * acc[r][j];         \
-        }                                                                                    \
-    }                                                                                        \
-    ATTR static float dot_##SUF(const float *x, const float *y, int n)                       \
-    {                                                                                        \
-        float acc[LANES] = {0};                                                              \
-        int i = 0;                                                                           \
-        for (; i + LANES <= n; i += LANES)                                                   \
-            for (int j = 0; j < LANES; j++) acc[j] = MAC(x[i + j], y[i + j], acc[j]);        \
-        for (int j = 0; i + j < n; j++) acc[j] = MAC(x[i + j], y[i + j], acc[j]);            \
-        float s = 0.0f;                                                                      \
-        for (int j = 0; j < LANES; j++) s += acc[j];                                         \
-        return s;                                                                            \
-    }                                                                                        \
-    static void gemm_nn_##SUF(int M, int N, int K, float alpha, const float *A, ptrdiff_t ars, \
-                              ptrdiff_t acs, const float *B, ptrdiff_t ldb, float beta,      \
-                              float *C, ptrdiff_t ldc)                                       \
-    {                                                                                        \
-        int ti = (M + MR - 1) / MR, tj = (N + NR - 1) / NR;                                  \
-        long tiles = (long)ti * tj;                                                          \
-        _Pragma("omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((double)M * N * K > 2e5)") \
-        for (long t = 0; t < tiles; t++) {                                                   \
-            int jt = (int)(t / ti), it = (int)(t % ti);                                      \
-            int i0 = it * MR, j0 = jt * NR;                                                  \
-            int mr = M - i0 < MR ? M - i0 : MR, nr = N - j0 < NR ? N - j0 : NR;              \
-            nn_tile_##SUF(mr, nr, K, alpha, A + i0 * ars, ars, acs, B + j0, ldb, beta,       \
-                          C + i0 * ldc + j0, ldc);                                           \
-        }                                                                                    \
-    }                                                                                        \
-    static void gemm_nt_##SUF(int M, int N, int K, float alpha, const float *A, ptrdiff_t lda, \
-                              const float *B, ptrdiff_t ldb, float beta, float *C,           \
-                              ptrdiff_t ldc)                                                 \
-    {                                                                                        \
-        long n = (long)M * N;                                                                \
-        _Pragma("omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((double)M * N * K > 2e5)") \
-        for (long t = 0; t < n; t++) {                                                       \
-            int i = (int)(t / N), j = (int)(t % N);                                          \
-            float s = dot_##SUF(A + i * lda, B + j * ldb, K);                                \
-            float *c = C + i * ldc + j;                                                      \
-            *c = beta == 0.0f ? alpha * s : beta * *c + alpha * s;                           \
-        }                                                                                    \
-    }
-
-#define MAC_PLAIN(a, b, c) ((c) + (a) * (b))
-DEFINE_KERNELS(plain, , MAC_PLAIN)
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define HAVE_FMA_CLONE 1
-#define MAC_FMA(a, b, c) __builtin_fmaf((a), (b), (c))
-DEFINE_KERNELS(fma, __attribute__((target("avx2,fma"))), MAC_FMA)
+#include <immintrin.h>
+#define HAVE_X86 1
 #endif
 
-static int use_fma(void)
+#define MR 6      /* micro-tile rows */
+#define NR 16     /* micro-tile columns (two 8-float vectors) */
+#define KCH 512   /* chunk length over k: FIXED, part of the summation order */
+#define CPS 16    /* chunks per super-chunk: FIXED, part of the summation order */
+#define MCMAX 96  /* macro tile rows (multiple of MR) */
+#define NCMAX 256 /* macro tile columns (multiple of NR) */
+
+/* What a micro-kernel does with its MR x NR accumulator `acc` (the chain over its kc):
+ *   STORE:     t = acc                 (raw, into a padded buffer)
+ *   ADD:       t = t + acc
+ *   FINAL:     c = epi(acc)
+ *   ADD_FINAL: c = epi(t + acc)
+ * epi(x) = alpha x if beta == 0, else fma(alpha, x, beta c). */
+enum { M_STORE, M_ADD, M_FINAL, M_ADD_FINAL };
+
+typedef struct {
+    float alpha, beta;
+} epi_t;
+
+typedef void (*ukr_fn)(int kc, const float *a, const float *b, int mode, float *t,
+                       ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e, int mr, int nr);
+
+static inline float epi_one(float x, const float *c, epi_t e)
 {
-#ifdef HAVE_FMA_CLONE
-    static int v = -1;
-    if (v < 0) {
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return v;
-#else
-    return 0;
-#endif
+    return e.beta == 0.0f ? e.alpha * x : fmaf(e.alpha, x, e.beta * *c);
 }
+
+/* Micro-kernels: the MR x NR chain over kc packed k-steps, then `mode` on the valid
+ * mr x nr corner (t and the slabs are padded, so STORE/ADD always get full tiles). */
+
+/* ---- portable micro-kernel: fmaf chains, the reference for every other kernel ---- */
+static void ukr_scalar(int kc, const float *a, const float *b, int mode, float *t,
+                       ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e, int mr, int nr)
+{
+    float acc[MR][NR];
+    for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) acc[r][j] = 0.0f;
+    for (int k = 0; k < kc; k++)
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++)
+                acc[r][j] = fmaf(a[k * MR + r], b[k * NR + j], acc[r][j]);
+    for (int r = 0; r < mr; r++)
+        for (int j = 0; j < nr; j++) {
+            float x = acc[r][j];
+            switch (mode) {
+            case M_STORE: t[r * ldt + j] = x; break;
+            case M_ADD: t[r * ldt + j] = t[r * ldt + j] + x; break;
+            case M_ADD_FINAL: x = t[r * ldt + j] + x; /* fall through */
+            default: c[r * ldc + j] = epi_one(x, &c[r * ldc + j], e); break;
+            }
+        }
+}
+
+#ifdef HAVE_X86
+/* ---- AVX2 + FMA micro-kernel, 6 x 16: 12 accumulators, 2 B loads, 1 broadcast ----
+ * The epilogue does per lane exactly what ukr_scalar does (add, mul, fma). */
+__attribute__((target("avx2,fma"))) static void
+ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t ldt, float *c,
+         ptrdiff_t ldc, epi_t e, int mr, int nr)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+#pragma GCC unroll 4
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
+        x = _mm256_broadcast_ss(a + 0);
+        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4);
+        c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5);
+        c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        a += MR;
+        b += NR;
+    }
+    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
+                         {c30, c31}, {c40, c41}, {c50, c51}};
+    __m256 va = _mm256_set1_ps(e.alpha), vb = _mm256_set1_ps(e.beta);
+    if (mode <= M_ADD) {
+        for (int r = 0; r < MR; r++)
+            for (int h = 0; h < 2; h++) {
+                float *tp = t + r * ldt + 8 * h;
+                __m256 x = acc[r][h];
+                if (mode == M_ADD) x = _mm256_add_ps(_mm256_load_ps(tp), x);
+                _mm256_store_ps(tp, x);
+            }
+        return;
+    }
+    /* Lane masks for a partial last column group. */
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
+    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
+    for (int r = 0; r < mr; r++)
+        for (int h = 0; h < 2; h++) {
+            __m256 x = acc[r][h];
+            float *cp = c + r * ldc + 8 * h;
+            if (mode == M_ADD_FINAL) x = _mm256_add_ps(_mm256_load_ps(t + r * ldt + 8 * h), x);
+            if (nr == NR) {
+                if (e.beta == 0.0f)
+                    x = _mm256_mul_ps(va, x);
+                else
+                    x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, _mm256_loadu_ps(cp)));
+                _mm256_storeu_ps(cp, x);
+            } else {
+                __m256i m = h ? m1 : m0;
+                if (h * 8 >= nr) continue;
+                if (e.beta == 0.0f)
+                    x = _mm256_mul_ps(va, x);
+                else
+                    x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, _mm256_maskload_ps(cp, m)));
+                _mm256_maskstore_ps(cp, m, x);
+            }
+        }
+}
+#endif
+
+/* ---- path selection (run time; tests can force a path) ---- */
+enum { PATH_AUTO = 0, PATH_SCALAR = 1, PATH_AVX2 = 2 };
+static int g_force_path = PATH_AUTO;
+
+/* Testing hook (declared in the tests, not in a public header): 0 auto, 1 portable,
+ * 2 AVX2+FMA. Returns 0 if the path is unavailable on this CPU. Not thread safe. */
+int nf_gemm_force_path(int path);
+int nf_gemm_force_path(int path)
+{
+#ifdef HAVE_X86
+    if (path == PATH_AVX2) {
+        __builtin_cpu_init();
+        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    }
+#else
+    if (path == PATH_AVX2) return 0;
+#endif
+    if (path < 0 || path > PATH_AVX2) return 0;
+    g_force_path = path;
+    return 1;
+}
+
+static ukr_fn pick_kernel(void)
+{
+    if (g_force_path == PATH_SCALAR) return ukr_scalar;
+#ifdef HAVE_X86
+    if (g_force_path == PATH_AVX2) return ukr_avx2;
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    if (have) return ukr_avx2;
+#endif
+    return ukr_scalar;
+}
+
+/* ---- per-thread scratch ---- */
+#define PA_FLOATS ((size_t)MCMAX * KCH)
+#define PB_FLOATS ((size_t)KCH * NCMAX)
+#define T_FLOATS ((size_t)MCMAX * NCMAX)
+#define SCRATCH_FLOATS (PA_FLOATS + PB_FLOATS + T_FLOATS)
+
+static _Thread_local float *tl_scratch;
+static _Thread_local float *tl_slab;
+static _Thread_local size_t tl_slab_cap;
+
+static float *thread_scratch(void)
+{
+    if (!tl_scratch) tl_scratch = aligned_alloc(64, SCRATCH_FLOATS * sizeof(float));
+    return tl_scratch;
+}
+
+/* ---- packing: zero-padded, k-major micro-panels ---- */
+typedef struct {
+    const float *p;
+    ptrdiff_t rs, cs; /* element (r, c) at p[r*rs + c*cs] */
+} mat_t;
+
+#ifdef HAVE_X86
+/* 8 x 8 transpose: r[q] (8 floats of row q) -> r[q] = column q. */
+__attribute__((target("avx2,fma"))) static inline void tr8(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* Transposing packs (the weight-gradient operands, rows contiguous along k): rows
+ * src + q*rs, q < nrow (<= 8, missing rows are zero), k in [0, kc8) (a multiple of 8);
+ * writes dst[k*dstride + q] for q < width. */
+__attribute__((target("avx2,fma"))) static void
+pack_tr_avx2(float *dst, int dstride, int width, const float *src, ptrdiff_t rs, int nrow,
+             int kc8)
+{
+    for (int k = 0; k < kc8; k += 8) {
+        __m256 r[8];
+        for (int q = 0; q < 8; q++)
+            r[q] = q < nrow ? _mm256_loadu_ps(src + q * rs + k) : _mm256_setzero_ps();
+        tr8(r);
+        for (int q = 0; q < 8; q++) {
+            float *d = dst + (size_t)(k + q) * dstride;
+            if (width == 8) {
+                _mm256_store_ps(d, r[q]);
+            } else { /* 6 floats; vmaskmovps stores are microcoded and slow on AMD */
+                _mm_storeu_ps(d, _mm256_castps256_ps128(r[q]));
+                _mm_storel_pi((__m64 *)(d + 4), _mm256_extractf128_ps(r[q], 1));
+            }
+        }
+    }
+}
+
+static int g_have_avx2 = -1;
+static int have_avx2(void)
+{
+    if (g_have_avx2 < 0) {
+        __builtin_cpu_init();
+        g_have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return g_have_avx2;
+}
+#endif
+
+/* op(A) rows [i0, i0+mc), k in [k0, k0+kc) -> ceil(mc/MR) panels of kc*MR floats. */
+__attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst, mat_t A, int i0, int mc, int k0, int kc)
+{
+    for (int ir = 0; ir < mc; ir += MR, dst += (size_t)kc * MR) {
+        int mr = mc - ir < MR ? mc - ir : MR;
+        const float *src = A.p + (i0 + ir) * A.rs + k0 * A.cs;
+        if (A.cs == 1) {
+            int k8 = 0;
+#ifdef HAVE_X86
+            if (have_avx2()) {
+                k8 = kc / 8 * 8;
+                pack_tr_avx2(dst, MR, MR, src, A.rs, mr, k8);
+            }
+#endif
+            for (int r = 0; r < mr; r++) {
+                const float *s = src + r * A.rs;
+                for (int k = k8; k < kc; k++) dst[k * MR + r] = s[k];
+            }
+            for (int r = mr; k8 > 0 && r < MR; r++)
+                for (int k = k8; k < kc; k++) dst[k * MR + r] = 0.0f;
+            if (k8 > 0) continue;
+            for (int r = 0; r < mr; r++) {
+                const float *s = src + r * A.rs;
+                for (int k = 0; k < kc; k++) dst[k * MR + r] = s[k];
+            }
+        } else {
+            for (int k = 0; k < kc; k++) {
+                const float *s = src + k * A.cs;
+                for (int r = 0; r < mr; r++) dst[k * MR + r] = s[r * A.rs];
+            }
+        }
+        for (int r = mr; r < MR; r++)
+            for (int k = 0; k < kc; k++) dst[k * MR + r] = 0.0f;
+    }
+}
+
+/* op(B) k in [k0, k0+kc), columns [j0, j0+nc) -> ceil(nc/NR) panels of kc*NR floats.
+ * B here is indexed (k, j). */
+__attribute__((target_clones("avx2", "default"))) static void pack_b(float *dst, mat_t B, int k0, int kc, int j0, int nc)
+{
+    for (int jr = 0; jr < nc; jr += NR, dst += (size_t)kc * NR) {
+        int nr = nc - jr < NR ? nc - jr : NR;
+        const float *src = B.p + k0 * B.rs + (j0 + jr) * B.cs;
+        if (B.cs == 1) {
+            if (nr == NR && nc - jr >= 2 * NR) {
+                /* Full panels: row by row across all of them, so that B is read as
+                 * kc sequential streams rather than kc scattered 64-byte pieces. */
+                int np = (nc - jr) / NR;
+                for (int k = 0; k < kc; k++) {
+                    const float *s = src + k * B.rs;
+                    for (int p = 0; p < np; p++)
+                        memcpy(dst + (size_t)p * kc * NR + k * NR, s + p * NR, NR * sizeof(float));
+                }
+                dst += (size_t)(np - 1) * kc * NR;
+                jr += (np - 1) * NR;
+            } else if (nr == NR) {
+                for (int k = 0; k < kc; k++) memcpy(dst + k * NR, src + k * B.rs, NR * sizeof(float));
+            } else {
+                for (int k = 0; k < kc; k++) {
+                    int j = 0;
+                    for (; j < nr; j++) dst[k * NR + j] = src[k * B.rs + j];
+                    for (; j < NR; j++) dst[k * NR + j] = 0.0f;
+                }
+            }
+        } else {
+            int k8 = 0;
+#ifdef HAVE_X86
+            if (have_avx2()) {
+                k8 = kc / 8 * 8;
+                pack_tr_avx2(dst, NR, 8, src, B.cs, nr < 8 ? nr : 8, k8);
+                pack_tr_avx2(dst + 8, NR, 8, src + 8 * B.cs, B.cs, nr > 8 ? nr - 8 : 0, k8);
+            }
+#endif
+            for (int j = 0; j < nr; j++) {
+                const float *s = src + j * B.cs;
+                for (int k = k8; k < kc; k++) dst[k * NR + j] = s[k * B.rs];
+            }
+            for (int j = nr; j < NR; j++)
+                for (int k = k8; k < kc; k++) dst[k * NR + j] = 0.0f;
+            if (k8 > 0) continue;
+            for (int j = 0; j < nr; j++) {
+                const float *s = src + j * B.cs;
+                for (int k = 0; k < kc; k++) dst[k * NR + j] = s[k * B.rs];
+            }
+            for (int j = nr; j < NR; j++)
+                for (int k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
+        }
+    }
+}
+
+/* ---- problem description shared by the items ---- */
+typedef struct {
+    mat_t A, B;
+    int M, N, K;
+    float *C;
+    ptrdiff_t ldc;
+    epi_t e;
+    int mc, nc;         /* macro tile */
+    int tm, tn;         /* tiles along M and N */
+    int nchunks, nsup;  /* chunks, super-chunks */
+    float *slab;        /* nsup > 1: q_s at slab + s*sl_stride, rows of ld Np */
+    size_t sl_stride;
+    int Np;
+    ukr_fn ukr;
+} prob_t;
+
+/* Exact same arithmetic as the packed path, without scratch (used only if the
+ * thread's scratch cannot be allocated). */
+static float chain_elem(const prob_t *P, int i, int j, int s)
+{
+    int c0 = s * CPS, c1 = c0 + CPS < P->nchunks ? c0 + CPS : P->nchunks;
+    float q = 0.0f;
+    for (int c = c0; c < c1; c++) {
+        int k0 = c * KCH, k1 = k0 + KCH < P->K ? k0 + KCH : P->K;
+        float p = 0.0f;
+        for (int k = k0; k < k1; k++)
+            p = fmaf(P->A.p[i * P->A.rs + k * P->A.cs], P->B.p[k * P->B.rs + j * P->B.cs], p);
+        q = c == c0 ? p : q + p;
+    }
+    return q;
+}
+
+static void run_item_fallback(const prob_t *P, int s, int i0, int mc, int j0, int nc)
+{
+    for (int i = i0; i < i0 + mc; i++)
+        for (int j = j0; j < j0 + nc; j++) {
+            float q = chain_elem(P, i, j, s);
+            if (P->nsup > 1)
+                P->slab[s * P->sl_stride + (size_t)i * P->Np + j] = q;
+            else
+                P->C[i * P->ldc + j] = epi_one(q, &P->C[i * P->ldc + j], P->e);
+        }
+}
+
+static void prefetch_c(const prob_t *P, int i0, int mc, int j0, int nc)
+{
+    for (int r = 0; r < mc; r++) {
+        const float *c = P->C + (i0 + r) * P->ldc + j0;
+        __builtin_prefetch(c, 1, 3);
+        __builtin_prefetch(c + nc - 1, 1, 3);
+    }
+}
+
+static void run_item(const prob_t *P, long item)
+{
+    int ntile = P->tm * P->tn;
+    int s = (int)(item / ntile), tile = (int)(item % ntile);
+    int i0 = (tile % P->tm) * P->mc, j0 = (tile / P->tm) * P->nc;
+    int mc = P->M - i0 < P->mc ? P->M - i0 : P->mc;
+    int nc = P->N - j0 < P->nc ? P->N - j0 : P->nc;
+    float *scr = thread_scratch();
+    if (!scr) {
+        run_item_fallback(P, s, i0, mc, j0, nc);
+        return;
+    }
+    float *pa = scr, *pb = pa + PA_FLOATS, *T = pb + PB_FLOATS;
+    const ptrdiff_t ldT = NCMAX;
+    int c0 = s * CPS, c1 = c0 + CPS < P->nchunks ? c0 + CPS : P->nchunks;
+    int multi = P->nsup > 1;
+    float *Q = multi ? P->slab + s * P->sl_stride + (size_t)i0 * P->Np + j0 : NULL;
+    ptrdiff_t ldQ = P->Np;
+    for (int c = c0; c < c1; c++) {
+        int k0 = c * KCH, kc = P->K - k0 < KCH ? P->K - k0 : KCH;
+        pack_a(pa, P->A, i0, mc, k0, kc);
+        pack_b(pb, P->B, k0, kc, j0, nc);
+        int first = c == c0, last = c == c1 - 1;
+        int mode = multi ? (first ? M_STORE : M_ADD)
+                         : (first ? (last ? M_FINAL : M_STORE) : (last ? M_ADD_FINAL : M_ADD));
+        float *tbase = multi ? Q : T;
+        ptrdiff_t ldt = multi ? ldQ : ldT;
+        /* C is read (beta != 0) and written only by the final modes; it is usually far
+         * out of cache (rows of B*S floats), so fetch the next column panel's lines
+         * while this one is computed. */
+        int touch_c = mode >= M_FINAL;
+        /* A micro-panel (<= 12 KB) stays in L1 while the B block streams from L2. */
+        for (int ir = 0; ir < mc; ir += MR) {
+            const float *a = pa + (size_t)(ir / MR) * kc * MR;
+            int mr = mc - ir < MR ? mc - ir : MR;
+            if (touch_c) prefetch_c(P, i0 + ir, mr, j0, nc < 2 * NR ? nc : 2 * NR);
+            for (int jr = 0; jr < nc; jr += NR) {
+                const float *b = pb + (size_t)(jr / NR) * kc * NR;
+                int nr = nc - jr < NR ? nc - jr : NR;
+                /* C is usually far out of cache: fetch two tiles ahead. */
+                if (touch_c && jr + 2 * NR < nc)
+                    prefetch_c(P, i0 + ir, mr, j0 + jr + 2 * NR,
+                               nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
+                float *t = tbase + ir * ldt + jr;
+                float *cp = P->C + (i0 + ir) * P->ldc + j0 + jr;
+                P->ukr(kc, a, b, mode, t, ldt, cp, P->ldc, P->e, mr, nr);
+            }
+        }
+    }
+}
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc)
 {
-    if (!tb) {
-        ptrdiff_t ars = ta ? 1 : lda, acs = ta ? lda : 1;
-#ifdef HAVE_FMA_CLONE
-        if (use_fma()) {
-            gemm_nn_fma(M, N, K, alpha, A, ars, acs, B, ldb, beta, C, ldc);
-            return;
-        }
-#endif
-        gemm_nn_plain(M, N, K, alpha, A, ars, acs, B, ldb, beta, C, ldc);
-    } else if (!ta) {
-#ifdef HAVE_FMA_CLONE
-        if (use_fma()) {
-            gemm_nt_fma(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-            return;
-        }
-#endif
-        gemm_nt_plain(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    } else {
-        /* A^T B^T is not used by the layers; (B A)^T through the nn kernel would do. */
+    if (M <= 0 || N <= 0) return;
+    epi_t e = {alpha, beta};
+    if (K <= 0) {
         for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = epi_one(0.0f, &C[(size_t)i * ldc + j], e);
+        return;
+    }
+    prob_t P;
+    P.A.p = A;
+    P.A.rs = ta ? 1 : lda;
+    P.A.cs = ta ? lda : 1;
+    P.B.p = B;
+    P.B.rs = tb ? 1 : ldb; /* B indexed (k, j) */
+    P.B.cs = tb ? ldb : 1;
+    P.M = M, P.N = N, P.K = K;
+    P.C = C, P.ldc = ldc, P.e = e;
+    P.nchunks = (K + KCH - 1) / KCH;
+    P.nsup = (P.nchunks + CPS - 1) / CPS;
+    P.ukr = pick_kernel();
+
+    int nt = nf_nn_threads();
+    double flops = 2.0 * M * N * (double)K;
+    /* Below ~0.1 ms of work, waking a second thread costs more than it saves. */
+    if (flops < 4e6) nt = 1;
+    /* Tile sizes only change who computes what, never the bits. */
+    /* With one short chunk (conv-like K) a wider B block still fits the packing
+     * buffer and is read as longer sequential rows. */
+    int ncmax = NCMAX;
+    if (P.nchunks == 1) {
+        ncmax = (int)(PB_FLOATS / (size_t)K) / NR * NR;
+        if (ncmax > 4096) ncmax = 4096;
+        if (ncmax < NCMAX) ncmax = NCMAX;
+    }
+    /* Even splits, then more tiles until every thread has several items (the dynamic
+     * schedule then balances them). */
+    int tm = (M + MCMAX - 1) / MCMAX, tn = (N + ncmax - 1) / ncmax, mc, nc;
+    for (;;) {
+        mc = round_up((M + tm - 1) / tm, MR);
+        nc = round_up((N + tn - 1) / tn, NR);
+        long items = (long)P.nsup * tm * tn;
+        if (nt == 1 || items >= 4L * nt) break;
+        if (nc > 4 * NR) tn++;
+        else if (mc > 4 * MR) tm++;
+        else break;
+    }
+    P.mc = mc, P.nc = nc;
+    P.tm = (M + mc - 1) / mc;
+    P.tn = (N + nc - 1) / nc;
+    P.slab = NULL;
+    P.Np = 0;
+    P.sl_stride = 0;
+    if (P.nsup > 1) {
+        P.Np = round_up(N, NR);
+        P.sl_stride = (size_t)round_up(M, MR) * P.Np;
+        size_t need = P.sl_stride * P.nsup;
+        if (need > tl_slab_cap) {
+            free(tl_slab);
+            tl_slab = aligned_alloc(64, need * sizeof(float));
+            tl_slab_cap = tl_slab ? need : 0;
+        }
+        P.slab = tl_slab;
+        if (!P.slab) {
+            /* No memory for the slabs: same order, one element at a time. */
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    float x = chain_elem(&P, i, j, 0);
+                    for (int s = 1; s < P.nsup; s++) x = x + chain_elem(&P, i, j, s);
+                    C[(size_t)i * ldc + j] = epi_one(x, &C[(size_t)i * ldc + j], e);
+                }
+            return;
+        }
+    }
+    long items = (long)P.nsup * P.tm * P.tn;
+    if (items < 2) nt = 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (long it = 0; it < items; it++) run_item(&P, it);
+    if (P.nsup > 1) {
+        /* total = ((q_0 + q_1) + q_2) + ..., then the epilogue. */
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (size_t)M * N * P.nsup > 65536)
+        for (int i = 0; i < M; i++) {
+            const float *q = P.slab + (size_t)i * P.Np;
+            float *c = C + (size_t)i * ldc;
             for (int j = 0; j < N; j++) {
-                float s = 0.0f;
-                for (int k = 0; k < K; k++) s += A[k * lda + i] * B[j * ldb + k];
-                C[i * ldc + j] = beta == 0.0f ? alpha * s : beta * C[i * ldc + j] + alpha * s;
+                float x = q[j];
+                for (int s = 1; s < P.nsup; s++) x = x + q[s * P.sl_stride + j];
+                c[j] = epi_one(x, &c[j], e);
             }
+        }
     }
 }

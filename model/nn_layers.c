@@ -275,6 +275,34 @@ void nf_linear_backward(float *dx, float *dw, float *dbias, const float *dout, c
 
 /* ------------------------------------------------------------------ GroupNorm */
 
+/* The GroupNorm + SiLU row loops, compiled twice (baseline SSE2 and AVX2, picked at
+ * load time through an ifunc). Neither clone has FMA and ISO C mode keeps
+ * -ffp-contract=off, so every lane runs the same IEEE operations in the same order and
+ * both clones give identical bits; AVX2 only doubles the vector width of fexp. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NF_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NF_AVX2_CLONES
+#endif
+NF_AVX2_CLONES static void gn_silu_row(float *y, const float *xi, int L, float sc, float sh)
+{
+    for (int l = 0; l < L; l++) {
+        float v = xi[l] * sc + sh;
+        y[l] = v / (1.0f + fexp(-v));
+    }
+}
+
+/* dy *= silu'(y) at y = GroupNorm(x) (before the SiLU). */
+NF_AVX2_CLONES static void gn_silu_back_row(float *dy, const float *xi, int L, float m, float rs,
+                                            float ga, float be)
+{
+    for (int l = 0; l < L; l++) {
+        float y = (xi[l] - m) * rs * ga + be;
+        float sg = 1.0f / (1.0f + fexp(-y));
+        dy[l] *= sg * (1.0f + y * (1.0f - sg));
+    }
+}
+
 void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, int C, int groups, float eps,
                           int silu, nf_seq s)
@@ -309,10 +337,7 @@ void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
         for (int i = s.off + s.L; i < s.S; i++) seg[i] = 0.0f;
         float *y = seg + s.off;
         if (silu) {
-            for (int l = 0; l < s.L; l++) {
-                float v = xi[l] * sc + sh;
-                y[l] = v / (1.0f + fexp(-v));
-            }
+            gn_silu_row(y, xi, s.L, sc, sh);
         } else {
             for (int l = 0; l < s.L; l++) y[l] = xi[l] * sc + sh;
         }
@@ -336,13 +361,7 @@ void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
         size_t o = c * ld + (size_t)b * s.S + s.off;
         const float *xi = x + o;
         float *dy = dout + o;
-        if (silu) {
-            for (int l = 0; l < s.L; l++) {
-                float y = (xi[l] - m) * rs * ga + be;
-                float sg = 1.0f / (1.0f + fexp(-y));
-                dy[l] *= sg * (1.0f + y * (1.0f - sg));
-            }
-        }
+        if (silu) gn_silu_back_row(dy, xi, s.L, m, rs, ga, be);
         float a0[LANES] = {0}, a1[LANES] = {0};
         int l = 0;
         for (; l + LANES <= s.L; l += LANES)

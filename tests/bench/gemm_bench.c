@@ -54,11 +54,11 @@ static void call(int ours, const gshape *s)
 }
 
 /* Median seconds of both, interleaved; each sample repeats the call enough times to
- * last about 20 ms. */
+ * last about 10 ms at 100 GFLOP/s. */
 static void time_pair(const gshape *s, int repeat, double *t_ours, double *t_blas)
 {
     double flops = 2.0 * s->M * s->N * (double)s->K;
-    int inner = (int)(4e9 / (flops > 1 ? flops : 1));
+    int inner = (int)(1e9 / (flops > 1 ? flops : 1));
     if (inner < 1) inner = 1;
     if (inner > 200) inner = 200;
     double *to = malloc(repeat * sizeof(double)), *tb = malloc(repeat * sizeof(double));
@@ -66,6 +66,12 @@ static void time_pair(const gshape *s, int repeat, double *t_ours, double *t_bla
     for (int r = 0; r < repeat; r++)
         for (int side = 0; side < 2; side++) {
             int ours = (r + side) % 2; /* alternate who goes first */
+            /* Let the other side's idle threads stop spinning first (OpenBLAS's
+             * pthreads spin for a while after each call, libgomp's briefly), so that
+             * neither is timed against the other's spinning threads; then one
+             * untimed call so that both are timed with their own threads awake. */
+            nanosleep(&(struct timespec){0, 100000000}, NULL);
+            call(ours, s); /* untimed: wakes this side's worker threads */
             double t0 = now();
             for (int i = 0; i < inner; i++) call(ours, s);
             double dt = (now() - t0) / inner;

@@ -1,0 +1,177 @@
+/* nf_gemm: accuracy against a double-precision reference for all four transpose cases,
+ * edge shapes and alpha/beta; and bit-identity of every element across thread counts,
+ * positions inside a wider matrix (the batch position) and kernel paths (AVX2+FMA vs
+ * the portable fmaf kernel). */
+#include "nf_nn.h"
+#include "nf_rng.h"
+#include "nf_unet.h"
+#include "nf_test.h"
+
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Testing hook in model/nn_gemm.c: 0 auto, 1 portable, 2 AVX2+FMA (0 if unavailable). */
+int nf_gemm_force_path(int path);
+
+static uint32_t lcg = 12345u;
+static int rnd(int lo, int hi) /* uniform in [lo, hi] */
+{
+    lcg = lcg * 1664525u + 1013904223u;
+    return lo + (int)((lcg >> 8) % (uint32_t)(hi - lo + 1));
+}
+
+static float *randm(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof(float));
+    nf_randn(x, n, seed, 7, 0);
+    return x;
+}
+
+/* op(X)(r, c) for a row-major X with leading dimension ld. */
+static float at(const float *X, int ld, int trans, int r, int c)
+{
+    return trans ? X[(size_t)c * ld + r] : X[(size_t)r * ld + c];
+}
+
+typedef struct {
+    int ta, tb, M, N, K;
+    float alpha, beta;
+} shape;
+
+/* Runs one GEMM on fresh copies of C0 and returns the result (caller frees). */
+static float *run(shape s, const float *A, int lda, const float *B, int ldb, const float *C0,
+                  int ldc)
+{
+    /* C0 may be a window: its last row ends after N columns. */
+    float *C = malloc((size_t)s.M * ldc * sizeof(float));
+    memcpy(C, C0, ((size_t)(s.M - 1) * ldc + s.N) * sizeof(float));
+    nf_gemm(s.ta, s.tb, s.M, s.N, s.K, s.alpha, A, lda, B, ldb, s.beta, C, ldc);
+    return C;
+}
+
+static int same_bits(const float *x, const float *y, int M, int N, int ldx, int ldy)
+{
+    for (int i = 0; i < M; i++)
+        if (memcmp(x + (size_t)i * ldx, y + (size_t)i * ldy, (size_t)N * sizeof(float)))
+            return 0;
+    return 1;
+}
+
+static void check_shape(shape s, int have_avx2)
+{
+    /* Embed op(A) and op(B) in wider matrices so that the problem can also be run as
+     * a window: rows [r0, r0+M) of a taller problem, columns [j0, j0+N) of a wider one. */
+    int r0 = rnd(0, 7), j0 = rnd(0, 21);
+    int Mw = s.M + r0 + rnd(0, 5), Nw = s.N + j0 + rnd(0, 19);
+    int lda = s.ta ? Mw + 3 : s.K + 2, ldb = s.tb ? s.K + 1 : Nw + 5, ldc = Nw + 2;
+    size_t asz = s.ta ? (size_t)s.K * lda : (size_t)Mw * lda;
+    size_t bsz = s.tb ? (size_t)Nw * ldb : (size_t)s.K * ldb;
+    float *A = randm(asz, 1 + lcg), *B = randm(bsz, 2 + lcg), *C0 = randm((size_t)Mw * ldc, 3 + lcg);
+    if (s.beta == 0.0f)
+        for (size_t i = 0; i < (size_t)Mw * ldc; i++) C0[i] = NAN; /* must not be read */
+    /* The window's operands. */
+    const float *Aw = s.ta ? A + r0 : A + (size_t)r0 * lda;
+    const float *Bw = s.tb ? B + (size_t)j0 * ldb : B + j0;
+    const float *Cw0 = C0 + (size_t)r0 * ldc + j0;
+
+    nf_set_threads(1);
+    float *c1 = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
+
+    /* Accuracy: the fixed order is a chain of <= 512 FMAs per chunk plus one addition
+     * per chunk, so |err| <= gamma_n (|alpha| sum |a b| + |beta c|) with
+     * n = min(K, 512) + K/512 + 3 (Higham, Accuracy and Stability, sec. 3.1). */
+    double n = (s.K < 512 ? s.K : 512) + s.K / 512 + 3;
+    double gam = n * FLT_EPSILON / 2 / (1 - n * FLT_EPSILON / 2);
+    int bad = 0;
+    double worst = 0;
+    for (int i = 0; i < s.M; i++)
+        for (int j = 0; j < s.N; j++) {
+            double acc = 0, mag = 0;
+            for (int k = 0; k < s.K; k++) {
+                double p = (double)at(Aw, lda, s.ta, i, k) * at(Bw, ldb, s.tb, k, j);
+                acc += p;
+                mag += fabs(p);
+            }
+            double c0 = s.beta == 0.0f ? 0.0 : Cw0[(size_t)i * ldc + j];
+            double want = s.alpha * acc + s.beta * c0;
+            double tol = gam * (fabs(s.alpha) * mag + fabs(s.beta * c0)) + 1e-30;
+            double err = fabs(c1[(size_t)i * ldc + j] - want);
+            if (!(err <= tol)) bad++;
+            if (err / tol > worst) worst = err / tol;
+        }
+    CHECK(bad == 0, "ta=%d tb=%d M=%d N=%d K=%d alpha=%g beta=%g: %d elements off (worst %.3g x bound)",
+          s.ta, s.tb, s.M, s.N, s.K, s.alpha, s.beta, bad, worst);
+
+    /* Thread count. */
+    nf_set_threads(2);
+    float *c2 = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
+    CHECK(same_bits(c1, c2, s.M, s.N, ldc, ldc), "1 vs 2 threads differ: ta=%d tb=%d M=%d N=%d K=%d",
+          s.ta, s.tb, s.M, s.N, s.K);
+
+    /* Position: the whole wider problem, then compare the window. */
+    shape w = s;
+    w.M = Mw, w.N = Nw;
+    float *cw = run(w, A, lda, B, ldb, C0, ldc);
+    CHECK(same_bits(c1, cw + (size_t)r0 * ldc + j0, s.M, s.N, ldc, ldc),
+          "window at (%d,%d) of %dx%d differs from the standalone GEMM: ta=%d tb=%d M=%d N=%d K=%d",
+          r0, j0, Mw, Nw, s.ta, s.tb, s.M, s.N, s.K);
+
+    /* Kernel paths. */
+    CHECK(nf_gemm_force_path(1), "portable path refused");
+    float *cs = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
+    CHECK(same_bits(c1, cs, s.M, s.N, ldc, ldc), "portable path differs: ta=%d tb=%d M=%d N=%d K=%d",
+          s.ta, s.tb, s.M, s.N, s.K);
+    free(cs);
+    if (have_avx2) {
+        CHECK(nf_gemm_force_path(2), "AVX2 path refused");
+        float *cv = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
+        CHECK(same_bits(c1, cv, s.M, s.N, ldc, ldc), "AVX2 path differs: ta=%d tb=%d M=%d N=%d K=%d",
+              s.ta, s.tb, s.M, s.N, s.K);
+        free(cv);
+    }
+    nf_gemm_force_path(0);
+    free(A), free(B), free(C0), free(c1), free(c2), free(cw);
+}
+
+int main(void)
+{
+    /* Forcing the AVX2 path must succeed exactly when the CPU has AVX2 and FMA. */
+    int have_avx2 = nf_gemm_force_path(2);
+    nf_gemm_force_path(0);
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    CHECK(have_avx2 == (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")),
+          "AVX2 path availability %d disagrees with the CPU flags", have_avx2);
+#endif
+    printf("AVX2+FMA path %s\n", have_avx2 ? "tested" : "unavailable on this CPU (portable path only)");
+
+    /* Fixed edge cases: K = 1, tiles +- 1, K around the chunk (512) and super-chunk
+     * (8192) boundaries, and the weight-gradient shape with a huge K. */
+    static const shape fixed[] = {
+        {0, 0, 1, 1, 1, 1.0f, 0.0f},      {0, 0, 6, 16, 1, 1.0f, 1.0f},
+        {0, 0, 7, 17, 5, 2.0f, -0.5f},    {1, 0, 5, 15, 3, 1.0f, 0.0f},
+        {0, 1, 13, 33, 511, 1.0f, 1.0f},  {1, 1, 12, 31, 512, -1.0f, 0.5f},
+        {0, 0, 19, 47, 513, 0.5f, 0.0f},  {1, 0, 97, 257, 40, 1.0f, 1.0f},
+        {0, 1, 4, 3, 8192, 1.0f, 0.0f},   {0, 1, 3, 5, 8193, 1.0f, 1.0f},
+        {0, 1, 9, 18, 40000, 1.0f, 0.0f}, {0, 1, 32, 32, 20000, 1.0f, 1.0f},
+        {1, 1, 2, 2, 17000, 0.25f, 2.0f}, {0, 0, 100, 300, 130, 1.0f, 1.0f},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_shape(fixed[i], have_avx2);
+
+    /* Random shapes, all four transpose cases. */
+    for (int t = 0; t < 40; t++) {
+        shape s;
+        s.ta = t & 1;
+        s.tb = (t >> 1) & 1;
+        s.M = rnd(1, 70);
+        s.N = rnd(1, 90);
+        s.K = rnd(0, 3) == 0 ? rnd(500, 1600) : rnd(1, 140);
+        float alphas[] = {1.0f, -1.0f, 0.75f, 3.0f};
+        float betas[] = {0.0f, 1.0f, 0.5f, -2.0f};
+        s.alpha = alphas[rnd(0, 3)];
+        s.beta = betas[rnd(0, 3)];
+        check_shape(s, have_avx2);
+    }
+    return nf_test_done();
+}
