@@ -3,6 +3,7 @@
  * math of its own: the samplers are in the diffusion core, the network in unet.c, the
  * STFT in dsp/. */
 #include "nf_engine.h"
+#include "nf_classifier.h"
 
 #include "nf_checkpoint.h"
 #include "nf_diffusion.h"
@@ -207,6 +208,7 @@ void nf_gen_params_default(nf_gen_params *p)
     p->class_id = -1;
     p->seed = 0;
     p->strength = 1.0f;
+    p->classifier_scale = 1.0f;
 }
 
 static const char *const sampler_names[NF_SAMPLER_COUNT] = {"dpmpp", "ddim", "ddpm", "langevin",
@@ -254,7 +256,17 @@ static nf_status check_params(const nf_model *m, const nf_gen_params *p, int n)
     if (!(p->eta >= 0.0f && p->eta <= 1.0f)) return nf_fail(NF_ERR_ARG, "eta must be in [0, 1]");
     if (!(p->cfg_scale >= 0.0f && p->cfg_scale <= 100.0f)) return nf_fail(NF_ERR_ARG, "guidance scale must be in [0, 100]");
     if (!(p->strength >= 0.0f && p->strength <= 1.0f)) return nf_fail(NF_ERR_ARG, "strength must be in [0, 1]");
-    if (p->class_id < -1 || p->class_id >= m->info.num_classes)
+    if (p->classifier) { /* guide: classifier guidance */
+        const nf_classifier_config *cc = nf_classifier_get_config(p->classifier);
+        if (cc->in_ch != m->ucfg.in_ch)
+            return nf_fail(NF_ERR_ARG, "the classifier takes %d channels, the model makes %d", cc->in_ch, m->ucfg.in_ch);
+        if (m->info.num_classes > 0 && m->info.num_classes != cc->num_classes)
+            return nf_fail(NF_ERR_ARG, "the classifier has %d classes, the model %d", cc->num_classes, m->info.num_classes);
+        if (p->class_id < 0 || p->class_id >= cc->num_classes)
+            return nf_fail(NF_ERR_ARG, "classifier guidance needs a class in 0..%d (got %d)", cc->num_classes - 1, p->class_id);
+        if (!(p->classifier_scale >= 0.0f && p->classifier_scale <= 100.0f))
+            return nf_fail(NF_ERR_ARG, "classifier scale must be in [0, 100]");
+    } else if (p->class_id < -1 || p->class_id >= m->info.num_classes)
         return nf_fail(NF_ERR_ARG, "class %d does not exist (the model has %d classes)", p->class_id,
                        m->info.num_classes);
     if ((p->known_mask || p->strength < 1.0f) && !p->init_audio)
@@ -287,6 +299,11 @@ static nf_status gen_begin(nf_model *m, const nf_gen_params *p, int n, const flo
     c.cfg_scale = m->info.num_classes > 0 && p->class_id >= 0 ? p->cfg_scale : 1.0f;
     c.strength = p->strength;
     c.repaint_jumps = p->repaint_jumps;
+    if (p->classifier) { /* guide: the classifier's grad log p(y | x_t) shifts each step */
+        c.classifier = nf_classifier_guidance_fn;
+        c.classifier_ctx = p->classifier;
+        c.classifier_scale = p->classifier_scale;
+    }
 
     if (p->init_audio) {
         g->init_x = malloc((size_t)n * per * sizeof(float));

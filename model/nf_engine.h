@@ -70,6 +70,13 @@ typedef struct {
     float strength;            /* variation (SDEdit): 0 = copy, 1 = new sound */
     const float *known_mask;   /* [length]: 1 where init_audio is kept (inpaint/extend) */
     int repaint_jumps;         /* RePaint resampling per step (0 = off) */
+
+    /* Classifier guidance (Dhariwal & Nichol 2021) towards class_id, with a noise-aware
+     * classifier from nf_classifier_load (nf_classifier.h) trained for this model: borrowed,
+     * and used by one render at a time. NULL: off. Works with unconditional models too
+     * (class_id then indexes the classifier's classes). */
+    struct nf_classifier *classifier;
+    float classifier_scale;    /* s in mu + s Sigma grad log p(y | x_t) (1 when 0 is not meant) */
 } nf_gen_params;
 
 void nf_gen_params_default(nf_gen_params *p);

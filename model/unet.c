@@ -10,6 +10,7 @@
  * buffer, so the two uses of a skip just add up. */
 #include "nf_unet.h"
 #include "nf_nn.h"
+#include "nn_resblock.h"
 #include "nf_rng.h"
 
 #include <math.h>
@@ -487,80 +488,50 @@ static float *dbuf(nf_unet *net, const float *p) { return net->dact + (p - net->
 static nf_conv_dims conv3(int cin, int cout) { nf_conv_dims d = {cin, cout, 3, 1, 1, 1}; return d; }
 static nf_conv_dims conv1(int cin, int cout) { nf_conv_dims d = {cin, cout, 1, 1, 1, 0}; return d; }
 
-/* Adds embp[b][c] to the valid columns of example b of h. */
-static void add_emb(float *h, const float *embp, int C, nf_seq s)
+/* The ResBlock is shared with the classifier (nn_resblock.c); these adapt an op to it. */
+static void res_args(nf_unet *net, const op_t *o, const float *p[12], float *g[12],
+                     nf_resblock_dims *d)
 {
-    size_t ld = nf_seq_ld(s);
-#pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((size_t)C * ld > 32768)
-    for (int r = 0; r < C * s.B; r++) {
-        int c = r / s.B, b = r % s.B;
-        float v = embp[(size_t)b * C + c];
-        float *row = h + (size_t)c * ld + (size_t)b * s.S + s.off;
-        for (int l = 0; l < s.L; l++) row[l] += v;
+    int np = o->has_skip ? 12 : 10;
+    for (int k = 0; k < 12; k++) {
+        p[k] = k < np ? PRM(net, o, k) : NULL;
+        g[k] = k < np ? GRD(net, o, k) : NULL;
     }
+    d->cin = o->cin;
+    d->cout = o->cout;
+    d->groups = net->cfg.groups;
+    d->emb_dim = 4 * net->cfg.base;
+}
+
+static nf_resblock_acts res_acts(const op_t *o)
+{
+    nf_resblock_acts a = {o->a1, o->h1, o->embp, o->a2, o->m1, o->r1, o->m2, o->r2};
+    return a;
 }
 
 static void res_forward(nf_unet *net, op_t *o, int train)
 {
-    const nf_unet_config *c = &net->cfg;
-    int G = c->groups, E = 4 * c->base;
-    nf_seq s = o->si;
-    /* h = conv3(SiLU(GN(x))) + Linear(SiLU(emb)) */
-    nf_groupnorm_forward(o->a1, o->m1, o->r1, o->in, PRM(net, o, 0), PRM(net, o, 1), o->cin, G,
-                         GN_EPS, 1, s);
-    nf_conv1d_forward(o->h1, s, NULL, net->wt, o->a1, s, PRM(net, o, 2), PRM(net, o, 3), NULL,
-                      conv3(o->cin, o->cout));
-    nf_linear_forward(o->embp, net->semb, PRM(net, o, 4), PRM(net, o, 5), s.B, E, o->cout);
-    add_emb(o->h1, o->embp, o->cout, s);
-    /* h = conv3(dropout(SiLU(GN(h)))) + skip(x) */
-    nf_groupnorm_forward(o->a2, o->m2, o->r2, o->h1, PRM(net, o, 6), PRM(net, o, 7), o->cout, G,
-                         GN_EPS, 1, s);
-    if (train) nf_dropout_forward(o->a2, o->cout, s, c->dropout, net->dropout_seed, o->layer);
-    if (o->has_skip) {
-        nf_conv1d_forward(o->out, s, NULL, net->wt, o->in, s, PRM(net, o, 10), PRM(net, o, 11),
-                          NULL, conv1(o->cin, o->cout));
-        /* conv2 on top of the skip result (bias + residual folded into its first pass). */
-        nf_conv1d_forward(o->out, s, NULL, net->wt, o->a2, s, PRM(net, o, 8), PRM(net, o, 9),
-                          o->out, conv3(o->cout, o->cout));
-    } else {
-        nf_conv1d_forward(o->out, s, NULL, net->wt, o->a2, s, PRM(net, o, 8), PRM(net, o, 9),
-                          o->in, conv3(o->cout, o->cout));
-    }
+    const float *p[12];
+    float *g[12];
+    nf_resblock_dims d;
+    res_args(net, o, p, g, &d);
+    nf_resblock_acts a = res_acts(o);
+    nf_resblock_forward(o->out, &a, o->in, net->semb, p, d, o->si, net->wt,
+                        train ? net->cfg.dropout : 0.0f, net->dropout_seed, o->layer);
 }
 
 static void res_backward(nf_unet *net, op_t *o)
 {
-    const nf_unet_config *c = &net->cfg;
-    int G = c->groups, E = 4 * c->base;
-    nf_seq s = o->si;
-    float *dout = dbuf(net, o->out), *dx = dbuf(net, o->in);
-    float *da2 = dbuf(net, o->a2), *dh1 = dbuf(net, o->h1), *da1 = dbuf(net, o->a1);
-    float *dembp = dbuf(net, o->embp);
-    nf_conv1d_backward(da2, GRD(net, o, 8), GRD(net, o, 9), dout, s, NULL, NULL, net->wt, o->a2, s,
-                       PRM(net, o, 8), conv3(o->cout, o->cout));
-    if (o->has_skip)
-        nf_conv1d_backward(dx, GRD(net, o, 10), GRD(net, o, 11), dout, s, NULL, NULL, net->wt,
-                           o->in, s, PRM(net, o, 10), conv1(o->cin, o->cout));
-    else
-        nf_seq_add(dx, dout, o->cout, s);
-    nf_dropout_backward(da2, o->cout, s, c->dropout, net->dropout_seed, o->layer);
-    nf_groupnorm_backward(dh1, GRD(net, o, 6), GRD(net, o, 7), da2, o->h1, o->m2, o->r2,
-                          PRM(net, o, 6), PRM(net, o, 7), net->partial, o->cout, G, 1, s);
-    /* d embp[b][c] = sum over time of dh1 (fixed order per example). */
-    size_t ld = nf_seq_ld(s);
-    for (int r = 0; r < o->cout * s.B; r++) {
-        int ch = r / s.B, b = r % s.B;
-        const float *row = dh1 + (size_t)ch * ld + (size_t)b * s.S + s.off;
-        float acc = 0.0f;
-        for (int l = 0; l < s.L; l++) acc += row[l];
-        dembp[(size_t)b * o->cout + ch] = acc;
-    }
-    nf_linear_backward(dbuf(net, net->semb), GRD(net, o, 4), GRD(net, o, 5), dembp, net->semb,
-                       PRM(net, o, 4), s.B, E, o->cout);
-    nf_conv1d_backward(da1, GRD(net, o, 2), GRD(net, o, 3), dh1, s, NULL, NULL, net->wt, o->a1, s,
-                       PRM(net, o, 2), conv3(o->cin, o->cout));
-    nf_groupnorm_backward(dx, GRD(net, o, 0), GRD(net, o, 1), da1, o->in, o->m1, o->r1,
-                          PRM(net, o, 0), PRM(net, o, 1), net->partial, o->cin, G, 1, s);
+    const float *p[12];
+    float *g[12];
+    nf_resblock_dims d;
+    res_args(net, o, p, g, &d);
+    nf_resblock_acts a = res_acts(o);
+    nf_resblock_acts da = {dbuf(net, o->a1), dbuf(net, o->h1), dbuf(net, o->embp),
+                           dbuf(net, o->a2), NULL, NULL, NULL, NULL};
+    nf_resblock_backward(dbuf(net, o->in), dbuf(net, net->semb), g, dbuf(net, o->out), &da, &a,
+                         o->in, net->semb, p, d, o->si, net->wt, net->partial, net->cfg.dropout,
+                         net->dropout_seed, o->layer);
 }
 
 static void attn_forward(nf_unet *net, op_t *o)
