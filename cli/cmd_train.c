@@ -84,7 +84,7 @@ static int run(int argc, char **argv)
     long long log_every = 50;
     const nf_opt opts[] = {
         {"output", 'o', NF_OPT_STRING, &output, "MODEL", "model file to write (.safetensors)", 0, 0, NULL, NULL},
-        {"preset", 'p', NF_OPT_CHOICE, &preset_i, NULL, "network size", 0, 0, "tiny|small|base", NULL},
+        {"preset", 'p', NF_OPT_CHOICE, &preset_i, NULL, "network size", 0, 0, "tiny|small|base|drums", NULL},
         {"list-presets", 0, NF_OPT_FLAG, &list, NULL, "print the presets with their parameter counts", 0, 0, NULL, NULL},
         {"repr", 0, NF_OPT_CHOICE, &repr, NULL, "representation", 0, 0, "wave|stft", NULL},
         {"n-fft", 0, NF_OPT_INT, &c.n_fft, NULL, "STFT size (power of two)", 16, 8192, NULL, NULL},
@@ -116,6 +116,8 @@ static int run(int argc, char **argv)
         {"preview-every", 0, NF_OPT_I64, &c.preview_every, NULL, "preview renders every N steps (0: never)", 0, 1e12,
          NULL, NULL},
         {"preview-count", 0, NF_OPT_INT, &c.preview_per_class, NULL, "preview sounds per class", 1, 64, NULL, NULL},
+        {"f16", 0, NF_OPT_FLAG, &c.store_f16, NULL,
+         "write the model as float16 EMA weights only (to ship it; the state stays float32)", 0, 0, NULL, NULL},
         {"no-augment", 0, NF_OPT_FLAG, &no_augment, NULL, "no random gain, polarity flip or delay", 0, 0, NULL, NULL},
         {"log-every", 0, NF_OPT_I64, &log_every, NULL, "progress line every N steps when not on a terminal", 1,
          1e12, NULL, NULL},

@@ -497,6 +497,21 @@ nf_status nf_checkpoint_load(const char *path, int max_batch, int max_length, un
     if (st) return st;
     nf_unet *net = NULL;
     float *ema = NULL;
+    /* A header can describe a network of any size; the file must hold its weights
+     * before we allocate it (a 1 KB file must not make us allocate terabytes). */
+    size_t expect = 0, held = 0;
+    if ((st = nf_unet_count_params(&info.config, &expect))) {
+        st = nf_fail(NF_ERR_CORRUPT, "%s: bad network config: %s", path, nf_last_error());
+        goto fail;
+    }
+    for (int i = 0; i < nf_st_count(f); i++) {
+        const nf_st_info *t = nf_st_at(f, i);
+        if (strncmp(t->name, "ema.", 4)) held += (size_t)t->count;
+    }
+    if (held != expect) {
+        st = nf_fail(NF_ERR_CORRUPT, "%s: the file holds %zu weights, its config needs %zu", path, held, expect);
+        goto fail;
+    }
     if ((st = nf_unet_create(&info.config, max_batch, max_length, &net))) goto fail;
     size_t np = nf_unet_num_params(net);
     /* Every tensor in the file must be one the network (or its EMA) has. */

@@ -102,6 +102,9 @@ typedef struct {
     int preview_per_class;    /* sounds per class in a preview (2) */
     int preview_steps;        /* sampler steps for previews (25) */
     long long progress_every; /* call `progress` every this many steps (1) */
+    int store_f16;            /* 1: the model file holds the EMA weights alone, as F16 (for
+                                 distribution, a quarter of the F32 file); the training
+                                 state stays F32, so --resume is still exact (0) */
 
     /* Set (from a signal handler) to stop at the end of the current step: the loop then
      * writes a checkpoint and the state and returns NF_ERR_INTERRUPTED. */

@@ -88,6 +88,8 @@ nf_status nf_unet_config_check(const nf_unet_config *cfg);
  * max_length samples (allocated once here; forward/backward never allocate). */
 nf_status nf_unet_create(const nf_unet_config *cfg, int max_batch, int max_length, nf_unet **out);
 void nf_unet_free(nf_unet *net);
+/* The parameter count of a config, without allocating the network. */
+nf_status nf_unet_count_params(const nf_unet_config *cfg, size_t *count);
 const nf_unet_config *nf_unet_get_config(const nf_unet *net);
 
 /* Parameters and gradients: one contiguous slab each, described by a table. */

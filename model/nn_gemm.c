@@ -231,8 +231,30 @@ static float *thread_scratch(void)
 /* ---- packing: zero-padded, k-major micro-panels ---- */
 typedef struct {
     const float *p;
-    ptrdiff_t rs, cs; /* element (r, c) at p[r*rs + c*cs] */
+    ptrdiff_t rs, cs; /* element (r, c) at p[r*rs + c*cs] ... */
+    /* ... unless taps > 1 (an implicit im2col, see nf_gemm_taps): then the index on the
+     * tap side (tside 0: r, 1: c) is split as x = taps*q + t and contributes
+     * q*stride + t*tstep instead of x*stride. */
+    int taps, tside;
+    ptrdiff_t tstep;
 } mat_t;
+
+static inline ptrdiff_t row_off(const mat_t *m, int r)
+{
+    if (m->taps > 1 && m->tside == 0)
+        return (ptrdiff_t)(r / m->taps) * m->rs + (ptrdiff_t)(r % m->taps) * m->tstep;
+    return (ptrdiff_t)r * m->rs;
+}
+
+static inline ptrdiff_t col_off(const mat_t *m, int c)
+{
+    if (m->taps > 1 && m->tside == 1)
+        return (ptrdiff_t)(c / m->taps) * m->cs + (ptrdiff_t)(c % m->taps) * m->tstep;
+    return (ptrdiff_t)c * m->cs;
+}
+
+/* Whether the rows of m are contiguous runs (element (r, c + 1) right after (r, c)). */
+static inline int rows_contig(const mat_t *m) { return m->cs == 1 && !(m->taps > 1 && m->tside == 1); }
 
 #ifdef HAVE_X86
 /* 8 x 8 transpose: r[q] (8 floats of row q) -> r[q] = column q. */
@@ -257,16 +279,15 @@ __attribute__((target("avx2,fma"))) static inline void tr8(__m256 r[8])
 }
 
 /* Transposing packs (the weight-gradient operands, rows contiguous along k): rows
- * src + q*rs, q < nrow (<= 8, missing rows are zero), k in [0, kc8) (a multiple of 8);
+ * src[q], q < nrow (<= 8, missing rows are zero), k in [0, kc8) (a multiple of 8);
  * writes dst[k*dstride + q] for q < width. */
 __attribute__((target("avx2,fma"))) static void
-pack_tr_avx2(float *dst, int dstride, int width, const float *src, ptrdiff_t rs, int nrow,
-             int kc8)
+pack_tr_avx2(float *dst, int dstride, int width, const float *const *src, int nrow, int kc8)
 {
     for (int k = 0; k < kc8; k += 8) {
         __m256 r[8];
         for (int q = 0; q < 8; q++)
-            r[q] = q < nrow ? _mm256_loadu_ps(src + q * rs + k) : _mm256_setzero_ps();
+            r[q] = q < nrow ? _mm256_loadu_ps(src[q] + k) : _mm256_setzero_ps();
         tr8(r);
         for (int q = 0; q < 8; q++) {
             float *d = dst + (size_t)(k + q) * dstride;
@@ -301,8 +322,10 @@ __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst,
             int k8 = 0;
 #ifdef HAVE_X86
             if (have_avx2()) {
+                const float *rows[8];
+                for (int r = 0; r < 8; r++) rows[r] = src + (r < mr ? r : 0) * A.rs;
                 k8 = kc / 8 * 8;
-                pack_tr_avx2(dst, MR, MR, src, A.rs, mr, k8);
+                pack_tr_avx2(dst, MR, MR, rows, mr, k8);
             }
 #endif
             for (int r = 0; r < mr; r++) {
@@ -333,50 +356,50 @@ __attribute__((target_clones("avx2", "default"))) static void pack_b(float *dst,
 {
     for (int jr = 0; jr < nc; jr += NR, dst += (size_t)kc * NR) {
         int nr = nc - jr < NR ? nc - jr : NR;
-        const float *src = B.p + k0 * B.rs + (j0 + jr) * B.cs;
-        if (B.cs == 1) {
+        if (rows_contig(&B)) {
+            /* Row k of the block starts at B.p + row_off(k) (a shifted view for taps). */
+            const float *src = B.p + col_off(&B, j0 + jr);
             if (nr == NR && nc - jr >= 2 * NR) {
                 /* Full panels: row by row across all of them, so that B is read as
                  * kc sequential streams rather than kc scattered 64-byte pieces. */
                 int np = (nc - jr) / NR;
                 for (int k = 0; k < kc; k++) {
-                    const float *s = src + k * B.rs;
+                    const float *s = src + row_off(&B, k0 + k);
                     for (int p = 0; p < np; p++)
                         memcpy(dst + (size_t)p * kc * NR + k * NR, s + p * NR, NR * sizeof(float));
                 }
                 dst += (size_t)(np - 1) * kc * NR;
                 jr += (np - 1) * NR;
             } else if (nr == NR) {
-                for (int k = 0; k < kc; k++) memcpy(dst + k * NR, src + k * B.rs, NR * sizeof(float));
+                for (int k = 0; k < kc; k++)
+                    memcpy(dst + k * NR, src + row_off(&B, k0 + k), NR * sizeof(float));
             } else {
                 for (int k = 0; k < kc; k++) {
+                    const float *s = src + row_off(&B, k0 + k);
                     int j = 0;
-                    for (; j < nr; j++) dst[k * NR + j] = src[k * B.rs + j];
+                    for (; j < nr; j++) dst[k * NR + j] = s[j];
                     for (; j < NR; j++) dst[k * NR + j] = 0.0f;
                 }
             }
         } else {
+            /* Column j of the block starts at B.p + col_off(j) (shifted views for taps). */
+            const float *cols[NR];
+            for (int j = 0; j < NR; j++)
+                cols[j] = B.p + row_off(&B, k0) + col_off(&B, j0 + jr + (j < nr ? j : 0));
             int k8 = 0;
 #ifdef HAVE_X86
             if (have_avx2()) {
                 k8 = kc / 8 * 8;
-                pack_tr_avx2(dst, NR, 8, src, B.cs, nr < 8 ? nr : 8, k8);
-                pack_tr_avx2(dst + 8, NR, 8, src + 8 * B.cs, B.cs, nr > 8 ? nr - 8 : 0, k8);
+                pack_tr_avx2(dst, NR, 8, cols, nr < 8 ? nr : 8, k8);
+                pack_tr_avx2(dst + 8, NR, 8, cols + 8, nr > 8 ? nr - 8 : 0, k8);
             }
 #endif
             for (int j = 0; j < nr; j++) {
-                const float *s = src + j * B.cs;
+                const float *s = cols[j];
                 for (int k = k8; k < kc; k++) dst[k * NR + j] = s[k * B.rs];
             }
             for (int j = nr; j < NR; j++)
                 for (int k = k8; k < kc; k++) dst[k * NR + j] = 0.0f;
-            if (k8 > 0) continue;
-            for (int j = 0; j < nr; j++) {
-                const float *s = src + j * B.cs;
-                for (int k = 0; k < kc; k++) dst[k * NR + j] = s[k * B.rs];
-            }
-            for (int j = nr; j < NR; j++)
-                for (int k = 0; k < kc; k++) dst[k * NR + j] = 0.0f;
         }
     }
 }
@@ -407,7 +430,8 @@ static float chain_elem(const prob_t *P, int i, int j, int s)
         int k0 = c * KCH, k1 = k0 + KCH < P->K ? k0 + KCH : P->K;
         float p = 0.0f;
         for (int k = k0; k < k1; k++)
-            p = fmaf(P->A.p[i * P->A.rs + k * P->A.cs], P->B.p[k * P->B.rs + j * P->B.cs], p);
+            p = fmaf(P->A.p[row_off(&P->A, i) + col_off(&P->A, k)],
+                     P->B.p[row_off(&P->B, k) + col_off(&P->B, j)], p);
         q = c == c0 ? p : q + p;
     }
     return q;
@@ -477,7 +501,9 @@ static void run_item(const prob_t *P, long item)
                 if (touch_c && jr + 2 * NR < nc)
                     prefetch_c(P, i0 + ir, mr, j0 + jr + 2 * NR,
                                nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
-                float *t = tbase + ir * ldt + jr;
+                /* No tile buffer in the single-chunk case (M_FINAL): pointer
+                 * arithmetic on NULL is undefined, so leave t NULL. */
+                float *t = tbase ? tbase + ir * ldt + jr : NULL;
                 float *cp = P->C + (i0 + ir) * P->ldc + j0 + jr;
                 P->ukr(kc, a, b, mode, t, ldt, cp, P->ldc, P->e, mr, nr);
             }
@@ -487,8 +513,9 @@ static void run_item(const prob_t *P, long item)
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
-void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-             const float *B, int ldb, float beta, float *C, int ldc)
+static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
+                 int ldc)
 {
     if (M <= 0 || N <= 0) return;
     epi_t e = {alpha, beta};
@@ -504,6 +531,8 @@ void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, i
     P.B.p = B;
     P.B.rs = tb ? 1 : ldb; /* B indexed (k, j) */
     P.B.cs = tb ? ldb : 1;
+    P.A.taps = 1, P.A.tside = 0, P.A.tstep = 0;
+    P.B.taps = taps, P.B.tside = tb ? 1 : 0, P.B.tstep = tstep;
     P.M = M, P.N = N, P.K = K;
     P.C = C, P.ldc = ldc, P.e = e;
     P.nchunks = (K + KCH - 1) / KCH;
@@ -579,4 +608,17 @@ void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, i
             }
         }
     }
+}
+
+void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc)
+{
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, 1, 0, beta, C, ldc);
+}
+
+void nf_gemm_taps(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
+                  int ldc)
+{
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc);
 }

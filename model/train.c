@@ -43,10 +43,16 @@ static const train_preset presets[] = {
       .mid_attn = 1, .heads = 8, .groups = 8},
      {.base = 256, .n_levels = 3, .mults = {1, 2, 2}, .blocks = 2, .attn = {0, 0, 1}, .mid_attn = 1,
       .heads = 8, .groups = 8}},
+    /* The bundled default model (presets/make-default-model.sh): the STFT tiny network
+     * with a third level and attention in the middle, so that the whole 0.5 s clip is in
+     * view; at n_fft 256 it has ~1.6 M parameters, ~3 MB stored as F16. */
+    {"drums", "the bundled default drum model (STFT, about 25 minutes on 2 cores)",
+     {.base = 16, .n_levels = 4, .mults = {1, 2, 2, 4}, .blocks = 1, .heads = 1, .groups = 8},
+     {.base = 64, .n_levels = 4, .mults = {1, 2, 2, 2}, .blocks = 1, .mid_attn = 1, .heads = 4, .groups = 8}},
 };
 #define N_PRESETS ((int)(sizeof presets / sizeof presets[0]))
 
-static const char *const preset_names[] = {"tiny", "small", "base", NULL};
+static const char *const preset_names[] = {"tiny", "small", "base", "drums", NULL};
 
 const char *const *nf_train_preset_names(void) { return preset_names; }
 
@@ -66,7 +72,7 @@ const char *nf_train_preset_description(const char *name)
 nf_status nf_train_preset(const char *name, int repr, nf_unet_config *out)
 {
     const train_preset *p = name ? find_preset(name) : NULL;
-    if (!p) return nf_fail(NF_ERR_ARG, "unknown preset '%s' (tiny, small or base)", name ? name : "");
+    if (!p) return nf_fail(NF_ERR_ARG, "unknown preset '%s' (tiny, small, base or drums)", name ? name : "");
     *out = repr ? p->stft : p->wave;
     return NF_OK;
 }
@@ -608,8 +614,13 @@ nf_status nf_train(const nf_train_config *c)
             goto done;
         double loss = 0;
         if ((st = nf_loss(&tr->lossc, &tr->sched, tr->t, tr->x0, tr->xt, tr->eps, tr->out, tr->B, tr->Cm, tr->Lm, &loss,
-                          tr->dout, tr->per_ex)))
+                          tr->dout, tr->per_ex))) {
+            /* The loss refuses non-finite values itself; say what that means here. */
+            if (st == NF_ERR_NUMERIC)
+                st = nf_fail(NF_ERR_NUMERIC, "training: the loss became non-finite at step %lld; stopped, %s keeps the last good checkpoint",
+                             step + 1, tr->model_path);
             goto done;
+        }
         if (!isfinite(loss)) {
             st = nf_fail(NF_ERR_NUMERIC, "training: the loss became %s at step %lld; stopped, %s keeps the last good checkpoint",
                          isnan(loss) ? "NaN" : "infinite", step + 1, tr->model_path);
@@ -751,14 +762,26 @@ static nf_status save_checkpoint(trainer *tr, long long step)
     s.loss_scale = 1.0f;
     nf_weights_hash(tr->ema.shadow, tr->np, s.model_hash);
 
-    nf_status st = nf_train_state_save(tr->state_path, &s);
-    free(order);
-    if (st) return st;
+    /* The model first, then the state: a kill between the two leaves a model that is
+     * newer than the state, and --resume (which takes every weight from the state)
+     * repeats a few steps; the other order could leave a state with no model at all. */
+    nf_status st;
     nf_model_desc d;
     fill_desc(tr, step, &d);
     /* The network's own parameters are the raw weights; the EMA goes beside them and is
      * what the engine loads. */
-    if ((st = nf_checkpoint_save(tr->model_path, tr->net, tr->ema.shadow, &d, 0))) return st;
+    if (tr->c->store_f16) {
+        /* A file to ship: the EMA weights as the network's own, without the raw ones. */
+        memcpy(tr->backup, params, sizeof(float) * tr->np);
+        memcpy(params, tr->ema.shadow, sizeof(float) * tr->np);
+        st = nf_checkpoint_save(tr->model_path, tr->net, NULL, &d, 1);
+        memcpy(params, tr->backup, sizeof(float) * tr->np);
+    } else {
+        st = nf_checkpoint_save(tr->model_path, tr->net, tr->ema.shadow, &d, 0);
+    }
+    if (!st) st = nf_train_state_save(tr->state_path, &s);
+    free(order);
+    if (st) return st;
     return plot_loss(tr);
 }
 

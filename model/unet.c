@@ -105,6 +105,16 @@ nf_status nf_unet_config_check(const nf_unet_config *c)
             return nf_fail(NF_ERR_ARG, "unet config: heads %d does not divide level %d width %d",
                            c->heads, i, ch);
     }
+    /* Upper bounds far above any useful network, so that sizes computed in int and
+     * size_t cannot overflow when a damaged or hostile file describes a network. */
+    if (c->in_ch > 65536 || c->out_ch > 65536 || c->base > 16384 || c->heads > 1024 ||
+        c->num_classes > 100000)
+        return nf_fail(NF_ERR_ARG, "unet config: sizes out of range (in_ch %d, out_ch %d, base %d, "
+                       "heads %d, classes %d)", c->in_ch, c->out_ch, c->base, c->heads, c->num_classes);
+    for (int i = 0; i < c->n_levels; i++)
+        if (c->mults[i] > 64 || (long long)c->base * c->mults[i] > 16384)
+            return nf_fail(NF_ERR_ARG, "unet config: level %d width %lld is larger than 16384", i,
+                           (long long)c->base * c->mults[i]);
     if (c->num_classes < 0)
         return nf_fail(NF_ERR_ARG, "unet config: num_classes %d < 0", c->num_classes);
     if (!(c->dropout >= 0.0f && c->dropout < 1.0f))
@@ -410,6 +420,28 @@ nomem:
     nf_unet_free(net);
     return nf_fail(NF_ERR_NOMEM, "unet: out of memory allocating the network (max_batch %d, "
                                  "max_length %d)", max_batch, max_length);
+}
+
+nf_status nf_unet_count_params(const nf_unet_config *cfg, size_t *count)
+{
+    *count = 0;
+    nf_status st = nf_unet_config_check(cfg);
+    if (st) return st;
+    /* The tensor table alone (no weights, no activations), so that a checkpoint loader
+     * can compare a header's config with the data the file really holds before it
+     * allocates anything that size. */
+    nf_unet tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.cfg = *cfg;
+    op_t *ops = calloc((size_t)max_ops(cfg), sizeof *ops);
+    if (!ops) return nf_fail(NF_ERR_NOMEM, "unet: out of memory");
+    build(cfg, &tmp, ops);
+    int ok = tmp.n_tensors >= 0 && (!tmp.n_tensors || tmp.tensors);
+    *count = tmp.n_params;
+    free(ops);
+    free(tmp.tensors);
+    free(tmp.extra);
+    return ok ? NF_OK : nf_fail(NF_ERR_NOMEM, "unet: out of memory");
 }
 
 void nf_unet_free(nf_unet *net)

@@ -197,9 +197,12 @@ static void bank_free(Bank *b)
     free(b);
 }
 
+/* Control values from a host can be anything, NaN included: NaN fails every
+ * comparison, so it is sent to `lo` explicitly instead of slipping through. */
 static float clampf(float x, float lo, float hi)
 {
-    return x < lo ? lo : x > hi ? hi : x;
+    if (!(x >= lo)) return lo;
+    return x > hi ? hi : x;
 }
 
 /* The settings the controls ask for (audio thread: read control ports). */
