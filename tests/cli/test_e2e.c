@@ -665,7 +665,7 @@ int main(void)
 
     const char *only = getenv("NF_E2E_ONLY"); /* for debugging one part: wave, stft, resume */
     if (!only || !strcmp(only, "wave")) train_and_check("wave", "300", fx);
-    if (!only || !strcmp(only, "stft")) train_and_check("stft", "300", fx);
+    if (!only || !strcmp(only, "stft")) train_and_check("stft", "600", fx);
     char model[4200];
     snprintf(model, sizeof model, "%s/stft.safetensors", work);
     if (!only || !strcmp(only, "stft")) check_commands(model, fx);
