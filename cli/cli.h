@@ -18,6 +18,7 @@ typedef struct {
 extern const nf_cli_command nf_cmd_train, nf_cmd_generate, nf_cmd_vary, nf_cmd_inpaint, nf_cmd_extend,
     nf_cmd_interpolate, nf_cmd_render, nf_cmd_info, nf_cmd_spectrogram, nf_cmd_make_drums;
 extern const nf_cli_command nf_cmd_bench;
+extern const nf_cli_command nf_cmd_train_classifier;
 
 /* Route library warnings to stderr. */
 void nf_cli_install_handlers(void);

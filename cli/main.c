@@ -7,7 +7,7 @@
 
 static const nf_cli_command *const commands[] = {
     /* Each command file defines one nf_cli_command; listed in the order of --help. */
-    &nf_cmd_train,
+    &nf_cmd_train, &nf_cmd_train_classifier,
     &nf_cmd_generate, &nf_cmd_vary, &nf_cmd_inpaint, &nf_cmd_extend, &nf_cmd_interpolate, &nf_cmd_render,
     &nf_cmd_info,
     &nf_cmd_spectrogram, &nf_cmd_make_drums,

@@ -1,5 +1,6 @@
 /* Set-up shared by the rendering commands (see render.h). */
 #include "render.h"
+#include "nf_classifier.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,6 +21,43 @@ void nf_render_opts_default(nf_render_opts *r)
     r->seed = 0;
     r->bits_i = 2;
     r->batch = 16;
+    r->classifier_scale = p.classifier_scale;
+}
+
+/* The classifier of --classifier, loaded once per model and file (a job file renders
+ * many lines with the same one) and freed at exit. */
+static struct {
+    char *path;
+    const nf_model *model;
+    nf_classifier *c;
+} clf_cache;
+
+static void clf_release(void)
+{
+    nf_classifier_free(clf_cache.c);
+    free(clf_cache.path);
+    memset(&clf_cache, 0, sizeof clf_cache);
+}
+
+static nf_status clf_get(const char *path, const nf_model *m, int batch, nf_classifier **out)
+{
+    static int registered;
+    if (clf_cache.c && clf_cache.model == m && !strcmp(clf_cache.path, path)) {
+        *out = clf_cache.c;
+        return NF_OK;
+    }
+    clf_release();
+    if (!registered) registered = !atexit(clf_release);
+    /* Guidance runs in chunks of the classifier's batch, so a small one is enough. */
+    nf_status st = nf_classifier_load_for_model(path, m, batch < 16 ? batch : 16, &clf_cache.c);
+    if (st) return st;
+    if (!(clf_cache.path = strdup(path))) {
+        clf_release();
+        return nf_fail(NF_ERR_NOMEM, "out of memory");
+    }
+    clf_cache.model = m;
+    *out = clf_cache.c;
+    return NF_OK;
 }
 
 const char *nf_render_class_label(const nf_model *m, int class_id)
@@ -56,6 +94,12 @@ int nf_render_setup(nf_render_opts *r, nf_model **m, const char **model_path, nf
                 n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "", info->class_names[i]);
             return nf_cli_error("%s: no class '%s' (classes: %s)", *model_path, r->class_name, names);
         }
+    }
+    if (r->classifier) {
+        if (p->class_id < 0)
+            return nf_cli_error("--classifier %s: give the class to guide towards with --class NAME", r->classifier);
+        if ((st = clf_get(r->classifier, *m, r->batch, &p->classifier))) return nf_cli_fail_status(st);
+        p->classifier_scale = r->classifier_scale;
     }
     memset(fmt, 0, sizeof *fmt);
     fmt->rate = r->rate;

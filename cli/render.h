@@ -23,11 +23,13 @@ typedef struct {
     int batch;              /* sounds per network call */
     int threads;
     int cfg_seen;
+    const char *classifier;  /* --classifier FILE (NULL: no classifier guidance) */
+    float classifier_scale;  /* --classifier-scale */
 } nf_render_opts;
 
 void nf_render_opts_default(nf_render_opts *r);
 
-/* The option-table entries of the shared options (11 entries). */
+/* The option-table entries of the shared options (15 entries). */
 #define NF_RENDER_OPTS(r)                                                                                              \
     {"model", 'm', NF_OPT_STRING, &(r).model, "MODEL", "model file (default: the bundled model)", 0, 0, NULL, NULL},   \
         {"output", 'o', NF_OPT_STRING, &(r).out_dir, "DIR", "output folder (created if needed)", 0, 0, NULL, NULL},     \
@@ -42,7 +44,11 @@ void nf_render_opts_default(nf_render_opts *r);
         {"bits", 0, NF_OPT_CHOICE, &(r).bits_i, NULL, "sample format (32: float)", 0, 0, "16|24|32", NULL},            \
         {"format", 0, NF_OPT_CHOICE, &(r).format_i, NULL, "file format", 0, 0, "wav|flac", NULL},                      \
         {"batch", 0, NF_OPT_INT, &(r).batch, NULL, "sounds per network call", 1, 1024, NULL, NULL},                    \
-        {"threads", 'j', NF_OPT_INT, &(r).threads, NULL, "threads (0: all cores)", 0, 1024, NULL, NULL}
+        {"threads", 'j', NF_OPT_INT, &(r).threads, NULL, "threads (0: all cores)", 0, 1024, NULL, NULL},             \
+        {"classifier", 0, NF_OPT_STRING, &(r).classifier, "FILE",                                                      \
+         "classifier guidance towards --class with this classifier (train-classifier)", 0, 0, NULL, NULL},             \
+        {"classifier-scale", 0, NF_OPT_FLOAT, &(r).classifier_scale, "S", "classifier guidance scale", 0, 100, NULL,  \
+         NULL}
 
 /* Load the model (cached), resolve the class and fill the generation parameters and the
  * output format; creates the output folder. Returns an exit status (0 = go on). */

@@ -135,6 +135,7 @@ void nf_model_free(nf_model *m)
 }
 
 const nf_model_info *nf_model_get_info(const nf_model *m) { return &m->info; }
+const nf_model_desc *nf_model_desc_get(const nf_model *m) { return &m->desc; } /* clfcli: nf_classifier.h */
 
 int nf_model_class_index(const nf_model *m, const char *name)
 {

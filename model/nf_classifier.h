@@ -28,6 +28,7 @@
 #include "nf_checkpoint.h"
 #include "nf_common.h"
 #include "nf_diffusion.h"
+#include "nf_engine.h"
 #include "nf_unet.h"
 
 #ifdef __cplusplus
@@ -124,6 +125,58 @@ nf_status nf_classifier_save(const char *path, const nf_classifier *c, const nf_
  * the stored model description, model_hash (may be NULL, 17 chars) its hash ("" if none). */
 nf_status nf_classifier_load(const char *path, int max_batch, int max_length, nf_classifier **out,
                              nf_model_desc *model, char *model_hash);
+
+/* ---- training for a model, on a data folder (model/train_classifier.c) ---- */
+
+/* The description of a loaded model (representation, audio format, schedule, class
+ * names), as stored in its file. Defined in engine.c. */
+const nf_model_desc *nf_model_desc_get(const nf_model *m);
+
+typedef struct {
+    nf_classifier_config net;         /* in_ch and num_classes are set from the model */
+    nf_classifier_train_config train;
+    int threads;                      /* 0: all cores */
+    nf_classifier_progress_fn progress;
+    void *progress_user;
+} nf_classifier_fit_config;
+
+/* Defaults: nf_classifier_config_default, nf_classifier_train_config_default, 0 threads. */
+void nf_classifier_fit_config_default(nf_classifier_fit_config *c);
+
+typedef struct {
+    int clips;           /* clips trained on (of classes the model has) */
+    int classes_with_data; /* model classes that had at least one clip */
+    double final_loss;   /* mean loss of the last 10% of the steps */
+    /* Accuracy on every training clip noised to x_t at each of four
+     * moderate steps, t = T/20, T/8, T/4, 3T/8 (fixed noise): how well it separates the
+     * classes where guidance acts most. */
+    double accuracy;
+} nf_classifier_fit_result;
+
+/* Train a classifier for `model` on a data folder laid out as for nf_train (class =
+ * first-level subfolder) and save it to `output` with the model's description and
+ * weights hash. Clips are loaded at the model's rate, channels and length and encoded
+ * with the model's representation (and normalisation scale). Folder classes are mapped
+ * to the model's class names case-insensitively; a folder class the model does not have
+ * is skipped with a warning, none matching is NF_ERR_ARG. The model must have classes
+ * (the classifier's classes are the model's). result may be NULL. */
+nf_status nf_classifier_train_dataset(const char *data_dir, nf_model *model, const char *output,
+                                      const nf_classifier_fit_config *c, nf_classifier_fit_result *result);
+
+/* Accuracy (fraction of argmax == label) of c on x0 [N, in_ch, L] noised with
+ * q(x_t | x_0) at training step t (index into the training schedule s), with noise from
+ * (seed, t). Runs in chunks of c's max_batch. */
+nf_status nf_classifier_accuracy(nf_classifier *c, const nf_schedule *s, const float *x0, const int *labels,
+                                 int N, int L, int t, uint64_t seed, double *accuracy);
+
+/* Load a classifier for use with `model`: the buffers fit the model's length and
+ * max_batch sounds. The file's stored model description must match the model's
+ * (representation and its settings, normalisation scale, audio format, schedule, class
+ * names): otherwise NF_ERR_ARG naming the file and the first difference. When only the
+ * weights hash differs (e.g. the model was trained further), it is loaded with a
+ * warning; a file with no model description loads with a warning too. */
+nf_status nf_classifier_load_for_model(const char *path, const nf_model *model, int max_batch,
+                                       nf_classifier **out);
 
 #ifdef __cplusplus
 }
