@@ -13,7 +13,7 @@
  *
  * Each example owns a segment of S >= off + L + pad columns; the columns outside
  * [off, off + L) of a segment (the "gaps") are zero in every buffer that a convolution
- * reads, so a kernel-k convolution is k GEMMs on shifted views of one buffer, with no
+ * reads, so a kernel-k convolution is a GEMM on k shifted views of one buffer, with no
  * im2col copy. Columns of an output that fall in a gap receive meaningless sums of
  * neighbouring examples and are re-zeroed by the layer. Every value at a valid column
  * depends only on its own example, so an example gives bit-identical results alone or
@@ -52,6 +52,15 @@ int nf_nn_threads(void);
  * nn_gemm.c for why OpenBLAS is not used here). ta && tb is supported but slow. */
 void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc);
+/* nf_gemm with op(B) read as `taps` shifted views of one matrix (an implicit im2col,
+ * assembled inside the GEMM's own packing, so no copy is made):
+ *   tb == 0: op(B)(k, j) = B[(k / taps) ldb + (k % taps) tstep + j]     (K = rows * taps)
+ *   tb == 1: op(B)(k, j) = B[(j / taps) ldb + (j % taps) tstep + k]     (N = rows * taps)
+ * so a stride-1 kernel-k convolution is one GEMM with K = cin k against weights in
+ * PyTorch's [cout][cin][k] order. Same determinism as nf_gemm (the order depends on K). */
+void nf_gemm_taps(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
+                  int ldc);
 
 /* ---- elementwise kernels ---- */
 /* exp(x) to about 2 ulp for x in [-87, 88] (clamped outside), branch-free and
@@ -76,8 +85,11 @@ void nf_seq_add(float *Y, const float *X, int C, nf_seq s);
  * out[co][l] = bias[co] (+ res[co][l]) + sum_{ci,j} w[co][ci][j] * in[ci][stride*l + j*dil - pad]
  * with w in PyTorch's [cout][cin][k] order. Lout = (L + 2 pad - dil (k-1) - 1) / stride + 1.
  * Stride 1: `in` and `out` share the segment stride S (in.S == out.S), in has >= pad zero
- * columns before and after each example, and the conv is k GEMMs on shifted views.
- * wt: scratch of k*cout*cin floats (the weight repacked tap-major).
+ * columns before and after each example, and the conv is ONE GEMM with K = cin*k whose
+ * operand is the k shifted views of `in` (nf_gemm_taps: the im2col happens inside the
+ * GEMM's packing, no copy); likewise the weight gradient and the input gradient.
+ * wt: scratch of k*cout*cin floats (backward: the weights repacked for the input
+ * gradient; forward does not use it).
  * Stride > 1: `col` is scratch of k*cin*ld_out floats (written by forward, read by
  * backward); it holds the strided taps so that one GEMM with K = cin*k does the conv.
  * `res` may be NULL; it must be laid out as `out`. */

@@ -40,6 +40,16 @@
  * slabs belong to the calling thread and only grow. If an allocation fails, the same
  * order is computed element by element without scratch (slow, same bits).
  *
+ * A work item covers up to MIMAX rows: its B block is packed once per chunk and reused
+ * by every MCMAX-row A block of the item (convolution outputs of 128-256 channels would
+ * otherwise pack the same wide B block two or three times).
+ *
+ * Implicit im2col (nf_gemm_taps): op(B) may be described as k shifted views of one
+ * matrix; the packing reads each k-row (or, transposed, each column) from its view, so a
+ * stride-1 convolution, its weight gradient and its input gradient are each one GEMM
+ * with K (or N) = channels * k and no copy. Only the packing knows; the order of the
+ * sums is that of nf_gemm with the same K.
+ *
  * This code never calls BLAS, so no OpenMP region here overlaps an OpenBLAS call. */
 #include "nf_nn.h"
 
@@ -58,7 +68,9 @@
 #define NR 16     /* micro-tile columns (two 8-float vectors) */
 #define KCH 512   /* chunk length over k: FIXED, part of the summation order */
 #define CPS 16    /* chunks per super-chunk: FIXED, part of the summation order */
-#define MCMAX 96  /* macro tile rows (multiple of MR) */
+#define MCMAX 96  /* rows of a packed A block (multiple of MR) */
+#define MIMAX 384 /* rows of a work item (multiple of MCMAX): its B block is packed once
+                   * and reused by up to MIMAX / MCMAX A blocks */
 #define NCMAX 256 /* macro tile columns (multiple of NR) */
 
 /* What a micro-kernel does with its MR x NR accumulator `acc` (the chain over its kc):
@@ -215,7 +227,7 @@ static ukr_fn pick_kernel(void)
 /* ---- per-thread scratch ---- */
 #define PA_FLOATS ((size_t)MCMAX * KCH)
 #define PB_FLOATS ((size_t)KCH * NCMAX)
-#define T_FLOATS ((size_t)MCMAX * NCMAX)
+#define T_FLOATS ((size_t)MIMAX * NCMAX)
 #define SCRATCH_FLOATS (PA_FLOATS + PB_FLOATS + T_FLOATS)
 
 static _Thread_local float *tl_scratch;
@@ -478,7 +490,6 @@ static void run_item(const prob_t *P, long item)
     ptrdiff_t ldQ = P->Np;
     for (int c = c0; c < c1; c++) {
         int k0 = c * KCH, kc = P->K - k0 < KCH ? P->K - k0 : KCH;
-        pack_a(pa, P->A, i0, mc, k0, kc);
         pack_b(pb, P->B, k0, kc, j0, nc);
         int first = c == c0, last = c == c1 - 1;
         int mode = multi ? (first ? M_STORE : M_ADD)
@@ -489,23 +500,25 @@ static void run_item(const prob_t *P, long item)
          * out of cache (rows of B*S floats), so fetch the next column panel's lines
          * while this one is computed. */
         int touch_c = mode >= M_FINAL;
-        /* A micro-panel (<= 12 KB) stays in L1 while the B block streams from L2. */
-        for (int ir = 0; ir < mc; ir += MR) {
-            const float *a = pa + (size_t)(ir / MR) * kc * MR;
-            int mr = mc - ir < MR ? mc - ir : MR;
-            if (touch_c) prefetch_c(P, i0 + ir, mr, j0, nc < 2 * NR ? nc : 2 * NR);
-            for (int jr = 0; jr < nc; jr += NR) {
-                const float *b = pb + (size_t)(jr / NR) * kc * NR;
-                int nr = nc - jr < NR ? nc - jr : NR;
-                /* C is usually far out of cache: fetch two tiles ahead. */
-                if (touch_c && jr + 2 * NR < nc)
-                    prefetch_c(P, i0 + ir, mr, j0 + jr + 2 * NR,
-                               nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
-                /* No tile buffer in the single-chunk case (M_FINAL): pointer
-                 * arithmetic on NULL is undefined, so leave t NULL. */
-                float *t = tbase ? tbase + ir * ldt + jr : NULL;
-                float *cp = P->C + (i0 + ir) * P->ldc + j0 + jr;
-                P->ukr(kc, a, b, mode, t, ldt, cp, P->ldc, P->e, mr, nr);
+        for (int i1 = 0; i1 < mc; i1 += MCMAX) {
+            int ms = mc - i1 < MCMAX ? mc - i1 : MCMAX;
+            pack_a(pa, P->A, i0 + i1, ms, k0, kc);
+            /* A micro-panel (<= 12 KB) stays in L1 while the B block streams from L2. */
+            for (int ir = 0; ir < ms; ir += MR) {
+                const float *a = pa + (size_t)(ir / MR) * kc * MR;
+                int mr = ms - ir < MR ? ms - ir : MR, row = i0 + i1 + ir;
+                if (touch_c) prefetch_c(P, row, mr, j0, nc < 2 * NR ? nc : 2 * NR);
+                for (int jr = 0; jr < nc; jr += NR) {
+                    const float *b = pb + (size_t)(jr / NR) * kc * NR;
+                    int nr = nc - jr < NR ? nc - jr : NR;
+                    /* C is usually far out of cache: fetch two tiles ahead. */
+                    if (touch_c && jr + 2 * NR < nc)
+                        prefetch_c(P, row, mr, j0 + jr + 2 * NR,
+                                   nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
+                    float *t = tbase + (i1 + ir) * ldt + jr;
+                    float *cp = P->C + row * P->ldc + j0 + jr;
+                    P->ukr(kc, a, b, mode, t, ldt, cp, P->ldc, P->e, mr, nr);
+                }
             }
         }
     }
@@ -554,7 +567,7 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     }
     /* Even splits, then more tiles until every thread has several items (the dynamic
      * schedule then balances them). */
-    int tm = (M + MCMAX - 1) / MCMAX, tn = (N + ncmax - 1) / ncmax, mc, nc;
+    int tm = (M + MIMAX - 1) / MIMAX, tn = (N + ncmax - 1) / ncmax, mc, nc;
     for (;;) {
         mc = round_up((M + tm - 1) / tm, MR);
         nc = round_up((N + tn - 1) / tn, NR);

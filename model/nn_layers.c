@@ -1,5 +1,6 @@
 /* Layer forward/backward pairs of the denoiser (see nf_nn.h for the layout and the
- * accumulation conventions). GEMMs go to OpenBLAS (never from inside an OpenMP region);
+ * accumulation conventions). GEMMs go to nf_gemm (nn_gemm.c, deterministic; never from
+ * inside an OpenMP region);
  * elementwise passes are OpenMP loops with fixed per-row work, so the result of every
  * element does not depend on the thread count. */
 #include "nf_nn.h"
@@ -118,13 +119,15 @@ static void bias_grad(float *dbias, const float *dout, nf_seq so, int C)
     }
 }
 
-/* wt[j][co][ci] = w[co][ci][j]: each tap a row-major cout x cin matrix for sgemm. */
-static void repack_taps(float *wt, const float *w, nf_conv_dims d)
+/* wt[ci][co*k + j] = w[co][ci][j]: the weights of the transposed convolution (the
+ * input gradient) as a row-major cin x (cout k) matrix. */
+static void repack_transposed(float *wt, const float *w, nf_conv_dims d)
 {
     for (int co = 0; co < d.cout; co++)
         for (int ci = 0; ci < d.cin; ci++)
             for (int j = 0; j < d.k; j++)
-                wt[((size_t)j * d.cout + co) * d.cin + ci] = w[((size_t)co * d.cin + ci) * d.k + j];
+                wt[(size_t)ci * d.cout * d.k + (size_t)co * d.k + j] =
+                    w[((size_t)co * d.cin + ci) * d.k + j];
 }
 
 /* Strided convs gather taps: col[ci*k + j][out col of (b, l)] = in[ci][stride*l + j*dil - pad]. */
@@ -152,17 +155,16 @@ void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float
                        const float *w, const float *bias, const float *res, nf_conv_dims d)
 {
     init_bias(out, so, bias, res, d.cout);
+    (void)wt;
     if (d.stride == 1) {
+        /* out[co][n] += sum_{ci,j} w[co][ci*k + j] in[ci][n + shift + j dil]: one GEMM
+         * with K = cin k whose B operand is the k shifted views of `in`. */
         size_t ld = nf_seq_ld(si);
         int n0 = so.off;
         int N = (so.B - 1) * so.S + so.L;
-        repack_taps(wt, w, d);
-        for (int j = 0; j < d.k; j++) {
-            int shift = si.off - d.pad + j * d.dil - so.off;
-            nf_gemm(0, 0, d.cout, N, d.cin, 1.0f,
-                        wt + (size_t)j * d.cout * d.cin, d.cin, in + n0 + shift, (int)ld, 1.0f,
-                        out + n0, (int)ld);
-        }
+        int shift = si.off - d.pad - so.off;
+        nf_gemm_taps(0, 0, d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift,
+                     (int)ld, d.k, d.dil, 1.0f, out + n0, (int)ld);
         if (so.B > 1) nf_seq_zero_gaps(out, d.cout, so);
     } else {
         size_t ldo = nf_seq_ld(so);
@@ -184,24 +186,32 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
         size_t ld = nf_seq_ld(si);
         int n0 = so.off;
         int N = (so.B - 1) * so.S + so.L;
-        size_t tap = (size_t)d.cout * d.cin;
-        /* dW_j = dout . in_j^T, then scattered back to [cout][cin][k]. */
-        for (int j = 0; j < d.k; j++) {
-            int shift = si.off - d.pad + j * d.dil - so.off;
-            nf_gemm(0, 1, d.cout, d.cin, N, 1.0f,
-                        dout + n0, (int)ld, in + n0 + shift, (int)ld, 0.0f, wt + j * tap, d.cin);
-        }
-        for (int co = 0; co < d.cout; co++)
-            for (int ci = 0; ci < d.cin; ci++)
-                for (int j = 0; j < d.k; j++)
-                    dw[((size_t)co * d.cin + ci) * d.k + j] += wt[j * tap + (size_t)co * d.cin + ci];
+        int shift = si.off - d.pad - so.off;
+        /* dw[co][ci*k + j] += sum_n dout[co][n] in[ci][n + shift + j dil]: one GEMM whose
+         * op(B) columns are the k shifted views of `in`, straight into PyTorch's order. */
+        nf_gemm_taps(0, 1, d.cout, d.cin * d.k, N, 1.0f, dout + n0, (int)ld, in + n0 + shift,
+                     (int)ld, d.k, d.dil, 1.0f, dw, d.cin * d.k);
         if (din) {
-            repack_taps(wt, w, d);
-            for (int j = 0; j < d.k; j++) {
-                int shift = si.off - d.pad + j * d.dil - so.off;
-                nf_gemm(1, 0, d.cin, N, d.cout, 1.0f,
-                            wt + j * tap, d.cin, dout + n0, (int)ld, 1.0f, din + n0 + shift,
-                            (int)ld);
+            /* din[ci][m] += sum_{co,j} w[co][ci][j] dout[co][m - shift - j dil] over the
+             * valid span of the input (the gaps of dout are zero): one GEMM with
+             * K = cout k on k views of dout shifted the other way. */
+            long m0 = si.off, Nm = (long)(si.B - 1) * si.S + si.L;
+            long lo = m0 - shift - (long)(d.k - 1) * d.dil, hi = m0 + Nm - shift;
+            if (lo >= 0 && hi <= (long)ld) {
+                repack_transposed(wt, w, d);
+                nf_gemm_taps(0, 0, d.cin, (int)Nm, d.cout * d.k, 1.0f, wt, d.cout * d.k,
+                             dout + m0 - shift, (int)ld, d.k, -(ptrdiff_t)d.dil, 1.0f,
+                             din + m0, (int)ld);
+            } else {
+                /* A "valid"-style conv whose shifted views of dout would start before
+                 * the buffer: one GEMM per tap over the output columns instead. */
+                for (int j = 0; j < d.k; j++) {
+                    for (int co = 0; co < d.cout; co++)
+                        for (int ci = 0; ci < d.cin; ci++)
+                            wt[(size_t)co * d.cin + ci] = w[((size_t)co * d.cin + ci) * d.k + j];
+                    nf_gemm(1, 0, d.cin, N, d.cout, 1.0f, wt, d.cin, dout + n0, (int)ld, 1.0f,
+                            din + n0 + shift + j * d.dil, (int)ld);
+                }
             }
         }
     } else {
@@ -275,31 +285,220 @@ void nf_linear_backward(float *dx, float *dw, float *dbias, const float *dout, c
 
 /* ------------------------------------------------------------------ GroupNorm */
 
-/* The GroupNorm + SiLU row loops, compiled twice (baseline SSE2 and AVX2, picked at
- * load time through an ifunc). Neither clone has FMA and ISO C mode keeps
- * -ffp-contract=off, so every lane runs the same IEEE operations in the same order and
- * both clones give identical bits; AVX2 only doubles the vector width of fexp. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NF_AVX2_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define NF_AVX2_CLONES
+/* Row kernels of GroupNorm (+ SiLU). GCC does not vectorise the clamped exp of the SiLU
+ * (it measured as a scalar loop taking a quarter of a training step), so there is an
+ * AVX2 + FMA version in intrinsics, picked at run time, and a portable version that
+ * performs per element exactly the same IEEE operations in the same order (fmaf where
+ * the vector code fuses, the same 8 accumulator lanes), so both give identical bits.
+ * Every row is processed by one thread, so nothing depends on the thread count. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define GN_X86 1
 #endif
-NF_AVX2_CLONES static void gn_silu_row(float *y, const float *xi, int L, float sc, float sh)
+#define GW 8 /* accumulator lanes of the row sums */
+
+/* exp(x) as nf_fast_expf (Cody-Waite reduction, Cephes expf polynomial), with the
+ * multiply-adds of the reduction and of Horner's scheme fused. */
+static inline float exp_fma(float x)
 {
-    for (int l = 0; l < L; l++) {
-        float v = xi[l] * sc + sh;
-        y[l] = v / (1.0f + fexp(-v));
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p, r * r, r) + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return p * s;
+}
+
+/* silu(v) = v sigmoid(v) (Elfwing et al. 2018). */
+static inline float silu_fma(float v) { return v / (1.0f + exp_fma(-v)); }
+
+/* dy * silu'(y), silu'(y) = s (1 + y (1 - s)), s = sigmoid(y). */
+static inline float silu_grad_fma(float dy, float y)
+{
+    float sg = 1.0f / (1.0f + exp_fma(-y));
+    return dy * (sg * (1.0f + y * (1.0f - sg)));
+}
+
+#ifdef GN_X86
+#define AVX2_FMA __attribute__((target("avx2,fma")))
+AVX2_FMA static inline __m256 exp_avx2(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f)); /* x > -87 ? x : -87 */
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));  /* x < 88 ? x : 88 */
+    __m256 big = _mm256_set1_ps(12582912.0f);
+    __m256 n = _mm256_sub_ps(
+        _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), big), big);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AVX2_FMA static inline __m256 neg_avx2(__m256 v)
+{
+    return _mm256_xor_ps(v, _mm256_set1_ps(-0.0f));
+}
+
+AVX2_FMA static void gn_fwd_row_avx2(float *y, const float *x, int L, float sc, float sh, int silu)
+{
+    __m256 vsc = _mm256_set1_ps(sc), vsh = _mm256_set1_ps(sh), one = _mm256_set1_ps(1.0f);
+    int l = 0;
+    for (; l + GW <= L; l += GW) {
+        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + l), vsc, vsh);
+        if (silu) v = _mm256_div_ps(v, _mm256_add_ps(one, exp_avx2(neg_avx2(v))));
+        _mm256_storeu_ps(y + l, v);
+    }
+    for (; l < L; l++) {
+        float v = fmaf(x[l], sc, sh);
+        y[l] = silu ? silu_fma(v) : v;
     }
 }
 
-/* dy *= silu'(y) at y = GroupNorm(x) (before the SiLU). */
-NF_AVX2_CLONES static void gn_silu_back_row(float *dy, const float *xi, int L, float m, float rs,
-                                            float ga, float be)
+/* Backward pass 1 of a row: g = dy (times silu' at y = GN(x) if silu) written over dy;
+ * s[0] = sum g, s[1] = sum g xhat. */
+AVX2_FMA static void gn_bwd1_row_avx2(float *dy, const float *x, int L, float m, float rs,
+                                      float ga, float be, int silu, double s[2])
 {
+    __m256 vm = _mm256_set1_ps(m), vrs = _mm256_set1_ps(rs), vga = _mm256_set1_ps(ga),
+           vbe = _mm256_set1_ps(be), one = _mm256_set1_ps(1.0f);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int l = 0;
+    for (; l + GW <= L; l += GW) {
+        __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + l), vm), vrs);
+        __m256 g = _mm256_loadu_ps(dy + l);
+        if (silu) {
+            __m256 yv = _mm256_fmadd_ps(xh, vga, vbe);
+            __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(neg_avx2(yv))));
+            __m256 d = _mm256_mul_ps(sg, _mm256_add_ps(one, _mm256_mul_ps(yv, _mm256_sub_ps(one, sg))));
+            g = _mm256_mul_ps(g, d);
+            _mm256_storeu_ps(dy + l, g);
+        }
+        a0 = _mm256_add_ps(a0, g);
+        a1 = _mm256_fmadd_ps(g, xh, a1);
+    }
+    float t0[GW], t1[GW];
+    _mm256_storeu_ps(t0, a0);
+    _mm256_storeu_ps(t1, a1);
+    double s0 = 0.0, s1 = 0.0;
+    for (int j = 0; j < GW; j++) s0 += t0[j], s1 += t1[j];
+    for (; l < L; l++) {
+        float xh = (x[l] - m) * rs;
+        float g = dy[l];
+        if (silu) dy[l] = g = silu_grad_fma(g, fmaf(xh, ga, be));
+        s0 += g;
+        s1 += (double)g * xh;
+    }
+    s[0] = s0, s[1] = s1;
+}
+
+/* Backward pass 2 of a row: dx += rs (ga g - fm1 - xhat fm2). */
+AVX2_FMA static void gn_bwd2_row_avx2(float *d, const float *dy, const float *x, int L, float m,
+                                      float rs, float ga, float fm1, float fm2)
+{
+    __m256 vm = _mm256_set1_ps(m), vrs = _mm256_set1_ps(rs), vga = _mm256_set1_ps(ga),
+           nfm1 = _mm256_set1_ps(-fm1), nfm2 = _mm256_set1_ps(-fm2);
+    int l = 0;
+    for (; l + GW <= L; l += GW) {
+        __m256 xh = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + l), vm), vrs);
+        __m256 t = _mm256_fmadd_ps(vga, _mm256_loadu_ps(dy + l), nfm1);
+        t = _mm256_fmadd_ps(xh, nfm2, t);
+        _mm256_storeu_ps(d + l, _mm256_fmadd_ps(vrs, t, _mm256_loadu_ps(d + l)));
+    }
+    for (; l < L; l++) {
+        float xh = (x[l] - m) * rs;
+        float t = fmaf(xh, -fm2, fmaf(ga, dy[l], -fm1));
+        d[l] = fmaf(rs, t, d[l]);
+    }
+}
+#endif
+
+static int gn_use_avx2(void)
+{
+#ifdef GN_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+static void gn_fwd_row(int vec, float *y, const float *x, int L, float sc, float sh, int silu)
+{
+#ifdef GN_X86
+    if (vec) {
+        gn_fwd_row_avx2(y, x, L, sc, sh, silu);
+        return;
+    }
+#endif
+    (void)vec;
     for (int l = 0; l < L; l++) {
-        float y = (xi[l] - m) * rs * ga + be;
-        float sg = 1.0f / (1.0f + fexp(-y));
-        dy[l] *= sg * (1.0f + y * (1.0f - sg));
+        float v = fmaf(x[l], sc, sh);
+        y[l] = silu ? silu_fma(v) : v;
+    }
+}
+
+static void gn_bwd1_row(int vec, float *dy, const float *x, int L, float m, float rs, float ga,
+                        float be, int silu, double s[2])
+{
+#ifdef GN_X86
+    if (vec) {
+        gn_bwd1_row_avx2(dy, x, L, m, rs, ga, be, silu, s);
+        return;
+    }
+#endif
+    (void)vec;
+    float a0[GW] = {0}, a1[GW] = {0};
+    int l = 0;
+    for (; l + GW <= L; l += GW)
+        for (int j = 0; j < GW; j++) {
+            float xh = (x[l + j] - m) * rs;
+            float g = dy[l + j];
+            if (silu) dy[l + j] = g = silu_grad_fma(g, fmaf(xh, ga, be));
+            a0[j] += g;
+            a1[j] = fmaf(g, xh, a1[j]);
+        }
+    double s0 = 0.0, s1 = 0.0;
+    for (int j = 0; j < GW; j++) s0 += a0[j], s1 += a1[j];
+    for (; l < L; l++) {
+        float xh = (x[l] - m) * rs;
+        float g = dy[l];
+        if (silu) dy[l] = g = silu_grad_fma(g, fmaf(xh, ga, be));
+        s0 += g;
+        s1 += (double)g * xh;
+    }
+    s[0] = s0, s[1] = s1;
+}
+
+static void gn_bwd2_row(int vec, float *d, const float *dy, const float *x, int L, float m,
+                        float rs, float ga, float fm1, float fm2)
+{
+#ifdef GN_X86
+    if (vec) {
+        gn_bwd2_row_avx2(d, dy, x, L, m, rs, ga, fm1, fm2);
+        return;
+    }
+#endif
+    (void)vec;
+    for (int l = 0; l < L; l++) {
+        float xh = (x[l] - m) * rs;
+        float t = fmaf(xh, -fm2, fmaf(ga, dy[l], -fm1));
+        d[l] = fmaf(rs, t, d[l]);
     }
 }
 
@@ -308,7 +507,7 @@ void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
                           int silu, nf_seq s)
 {
     size_t ld = nf_seq_ld(s);
-    int cpg = C / groups;
+    int cpg = C / groups, vec = gn_use_avx2();
     double n = (double)cpg * s.L;
     /* Statistics per (example, group), two passes (mean, then centred squares) for
      * accuracy; each pair is summed by one thread in a fixed order. */
@@ -325,6 +524,7 @@ void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
         mean[r] = m;
         rstd[r] = (float)(1.0 / sqrt(ss / n + eps));
     }
+    /* y = x sc + sh with sc = gamma rstd, sh = beta - mean sc (one fma per element). */
 #pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
     for (int r = 0; r < C * s.B; r++) {
         int c = r / s.B, b = r % s.B;
@@ -335,12 +535,7 @@ void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
         const float *xi = x + c * ld + (size_t)b * s.S + s.off;
         for (int i = 0; i < s.off; i++) seg[i] = 0.0f;
         for (int i = s.off + s.L; i < s.S; i++) seg[i] = 0.0f;
-        float *y = seg + s.off;
-        if (silu) {
-            gn_silu_row(y, xi, s.L, sc, sh);
-        } else {
-            for (int l = 0; l < s.L; l++) y[l] = xi[l] * sc + sh;
-        }
+        gn_fwd_row(vec, seg + s.off, xi, s.L, sc, sh, silu);
     }
 }
 
@@ -350,37 +545,18 @@ void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
                            int groups, int silu, nf_seq s)
 {
     size_t ld = nf_seq_ld(s);
-    int cpg = C / groups;
+    int cpg = C / groups, vec = gn_use_avx2();
     float inv_n = 1.0f / ((float)cpg * (float)s.L);
     /* Pass 1, per row (c, b): dy (through the SiLU), sum dy, sum dy * xhat. */
 #pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
     for (int r = 0; r < C * s.B; r++) {
         int c = r / s.B, b = r % s.B;
         int st = b * groups + c / cpg;
-        float m = mean[st], rs = rstd[st], ga = gamma[c], be = beta[c];
         size_t o = c * ld + (size_t)b * s.S + s.off;
-        const float *xi = x + o;
-        float *dy = dout + o;
-        if (silu) gn_silu_back_row(dy, xi, s.L, m, rs, ga, be);
-        float a0[LANES] = {0}, a1[LANES] = {0};
-        int l = 0;
-        for (; l + LANES <= s.L; l += LANES)
-            for (int j = 0; j < LANES; j++) {
-                float xh = (xi[l + j] - m) * rs;
-                a0[j] += dy[l + j];
-                a1[j] += dy[l + j] * xh;
-            }
-        double s0 = 0.0, s1 = 0.0;
-        for (int j = 0; j < LANES; j++) {
-            s0 += a0[j];
-            s1 += a1[j];
-        }
-        for (; l < s.L; l++) {
-            s0 += dy[l];
-            s1 += (double)dy[l] * ((xi[l] - m) * rs);
-        }
-        partial[2 * (size_t)r] = (float)s0;
-        partial[2 * (size_t)r + 1] = (float)s1;
+        double sums[2];
+        gn_bwd1_row(vec, dout + o, x + o, s.L, mean[st], rstd[st], gamma[c], beta[c], silu, sums);
+        partial[2 * (size_t)r] = (float)sums[0];
+        partial[2 * (size_t)r + 1] = (float)sums[1];
     }
     for (int c = 0; c < C; c++) {
         float g0 = 0.0f, g1 = 0.0f;
@@ -402,15 +578,8 @@ void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
             m2 += (double)gamma[cc] * partial[2 * ((size_t)cc * s.B + b) + 1];
         }
         float fm1 = (float)m1 * inv_n, fm2 = (float)m2 * inv_n;
-        float m = mean[st], rs = rstd[st], ga = gamma[c];
         size_t o = c * ld + (size_t)b * s.S + s.off;
-        const float *xi = x + o;
-        const float *dy = dout + o;
-        float *d = dx + o;
-        for (int l = 0; l < s.L; l++) {
-            float xh = (xi[l] - m) * rs;
-            d[l] += rs * (ga * dy[l] - fm1 - xh * fm2);
-        }
+        gn_bwd2_row(vec, dx + o, dout + o, x + o, s.L, mean[st], rstd[st], gamma[c], fm1, fm2);
     }
 }
 

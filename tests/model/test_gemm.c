@@ -134,6 +134,35 @@ static void check_shape(shape s, int have_avx2)
     free(A), free(B), free(C0), free(c1), free(c2), free(cw);
 }
 
+/* nf_gemm_taps against nf_gemm on the im2col matrix written out: the same summation
+ * order, so the same bits (both transpose cases of B, positive and negative tap steps,
+ * a K of several super-chunks for the weight-gradient shape). */
+static void check_taps(int tb, int M, int rows, int taps, int step, int Nk, float beta)
+{
+    int pad = (taps - 1) * (step < 0 ? -step : step);
+    int ld = Nk + 2 * pad + 3;
+    float *X = randm((size_t)rows * ld, 11);
+    const float *base = X + pad; /* views base + t*step stay inside X */
+    int KN = rows * taps; /* the tapped dimension */
+    /* tb == 0: op(B) is KN x Nk; tb == 1: op(B) is Nk x KN (K = Nk). */
+    float *Bx = malloc((size_t)KN * Nk * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        for (int t = 0; t < taps; t++)
+            for (int j = 0; j < Nk; j++)
+                Bx[(size_t)(r * taps + t) * Nk + j] = base[(size_t)r * ld + t * step + j];
+    int K = tb ? Nk : KN, N = tb ? KN : Nk;
+    float *A = randm((size_t)M * K, 12);
+    float *C1 = randm((size_t)M * N, 13), *C2 = malloc((size_t)M * N * sizeof(float));
+    memcpy(C2, C1, (size_t)M * N * sizeof(float));
+    nf_gemm_taps(0, tb, M, N, K, 1.0f, A, K, base, ld, taps, step, beta, C1, N);
+    /* Bx holds op(B) for tb == 0 and op(B)^T for tb == 1 (rows = the tapped index). */
+    nf_gemm(0, tb, M, N, K, 1.0f, A, K, Bx, Nk, beta, C2, N);
+    CHECK(same_bits(C1, C2, M, N, N, N),
+          "nf_gemm_taps tb %d M %d rows %d taps %d step %d K/N %d differs from nf_gemm on im2col",
+          tb, M, rows, taps, step, Nk);
+    free(X), free(Bx), free(A), free(C1), free(C2);
+}
+
 int main(void)
 {
     /* Forcing the AVX2 path must succeed exactly when the CPU has AVX2 and FMA. */
@@ -156,8 +185,16 @@ int main(void)
         {0, 1, 4, 3, 8192, 1.0f, 0.0f},   {0, 1, 3, 5, 8193, 1.0f, 1.0f},
         {0, 1, 9, 18, 40000, 1.0f, 0.0f}, {0, 1, 32, 32, 20000, 1.0f, 1.0f},
         {1, 1, 2, 2, 17000, 0.25f, 2.0f}, {0, 0, 100, 300, 130, 1.0f, 1.0f},
+        /* items of several packed A blocks sharing one B block, over several chunks */
+        {0, 0, 200, 70, 1100, 1.0f, 1.0f}, {1, 0, 400, 40, 600, 0.5f, 0.0f},
+        {0, 1, 250, 100, 9000, 1.0f, 1.0f},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_shape(fixed[i], have_avx2);
+
+    check_taps(0, 13, 5, 3, 1, 70, 1.0f);
+    check_taps(0, 40, 200, 3, -2, 300, 0.0f);
+    check_taps(1, 9, 7, 3, 1, 20000, 1.0f);
+    check_taps(1, 32, 4, 5, -1, 700, 0.5f);
 
     /* Random shapes, all four transpose cases. */
     for (int t = 0; t < 40; t++) {

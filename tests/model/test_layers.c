@@ -544,6 +544,9 @@ int main(void)
     test_conv((nf_conv_dims){3, 4, 3, 1, 1, 1}, 3, 10, 1);
     test_conv((nf_conv_dims){5, 2, 1, 1, 1, 0}, 2, 7, 1);
     test_conv((nf_conv_dims){2, 3, 5, 1, 2, 4}, 2, 13, 4);
+    /* "valid" padding: the input gradient takes the per-tap path (nf_conv1d_backward). */
+    test_conv((nf_conv_dims){3, 2, 3, 1, 1, 0}, 2, 9, 1);
+    test_conv((nf_conv_dims){2, 3, 3, 1, 2, 0}, 3, 12, 1);
     test_conv((nf_conv_dims){3, 3, 3, 2, 1, 1}, 3, 11, 1);
     test_conv((nf_conv_dims){3, 2, 3, 2, 1, 1}, 2, 10, 1);
     test_linear();
