@@ -2,6 +2,7 @@
  * layers. Every loop here is plain C that GCC vectorises; nothing calls libm's expf
  * in a hot loop. */
 #include "nf_nn.h"
+#include "nn_fastexp.h"
 #include "nf_unet.h"
 
 #include <cblas.h>
@@ -27,33 +28,9 @@ int nf_nn_threads(void)
     return n > 0 ? n : omp_get_num_procs();
 }
 
-/* exp(x): x = n ln2 + r with |r| <= ln2/2 (Cody & Waite split of ln2), exp(r) by the
- * Cephes expf minimax polynomial, 2^n assembled in the exponent bits. Relative error
- * about 2e-7 over the clamped range. The rounding constant 1.5*2^23 rounds t to the
- * nearest integer in round-to-nearest mode (no -ffast-math in this build). */
-static inline float fast_expf(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    float n = (t + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
 
-float nf_fast_expf(float x) { return fast_expf(x); }
-float nf_fast_sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
+float nf_fast_expf(float x) { return nf_fastexp_inline(x); }
+float nf_fast_sigmoid(float x) { return 1.0f / (1.0f + nf_fastexp_inline(-x)); }
 
 #define PAR_MIN 32768 /* below this many elements a loop stays on one thread */
 
@@ -62,7 +39,7 @@ void nf_silu_forward(float *y, const float *x, size_t n)
 #pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        y[i] = v / (1.0f + fast_expf(-v));
+        y[i] = v / (1.0f + nf_fastexp_inline(-v));
     }
 }
 
@@ -72,7 +49,7 @@ void nf_silu_backward(float *dx, const float *dy, const float *x, size_t n)
 #pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        float s = 1.0f / (1.0f + fast_expf(-v));
+        float s = 1.0f / (1.0f + nf_fastexp_inline(-v));
         dx[i] += dy[i] * (s * (1.0f + v * (1.0f - s)));
     }
 }

@@ -4,6 +4,7 @@
  * elementwise passes are OpenMP loops with fixed per-row work, so the result of every
  * element does not depend on the thread count. */
 #include "nf_nn.h"
+#include "nn_fastexp.h"
 #include "nf_rng.h"
 
 #include <math.h>
@@ -53,27 +54,6 @@ static double lane_dot(const float *x, const float *y, int n)
     return s;
 }
 
-/* Same exp as nf_fast_expf, inlined here so the loops below vectorise. */
-static inline float fexp(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f;
-    float n = (t + 12582912.0f) - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float s;
-    memcpy(&s, &bits, sizeof s);
-    return p * s;
-}
 
 /* ------------------------------------------------------------------ conv1d */
 
@@ -700,7 +680,7 @@ static void softmax_rows(float *P, int L, float *lse_row)
         float *p = P + (size_t)i * L;
         float mx = p[0];
         for (int j = 1; j < L; j++) mx = p[j] > mx ? p[j] : mx;
-        for (int j = 0; j < L; j++) p[j] = fexp(p[j] - mx);
+        for (int j = 0; j < L; j++) p[j] = nf_fastexp_inline(p[j] - mx);
         double sum = lane_sum(p, L);
         float inv = (float)(1.0 / sum);
         for (int j = 0; j < L; j++) p[j] *= inv;
@@ -752,7 +732,7 @@ void nf_attention_backward(float *dqkv, const float *dout, const float *qkv, con
             for (int i = 0; i < L; i++) {
                 float *p = P + (size_t)i * L;
                 float m = lr[i];
-                for (int j = 0; j < L; j++) p[j] = fexp(p[j] - m);
+                for (int j = 0; j < L; j++) p[j] = nf_fastexp_inline(p[j] - m);
             }
             /* dP = dO^T V; dV += dO P. */
             nf_gemm(1, 0, L, L, d, 1.0f, dO, (int)ld,
