@@ -15,6 +15,7 @@
  *   model of another format (length); --classifier without --class. A model that differs
  *   only in its weights (same format, classes) is accepted with a warning. */
 #include "nf_test.h"
+#include "cli_run.h"
 
 #include "nf_audio.h"
 #include "nf_classifier.h"
@@ -47,41 +48,11 @@ static int run(const char *tag, ...)
     for (char *a; (a = va_arg(ap, char *)) && n < 63;) args[n++] = a;
     va_end(ap);
     args[n] = NULL;
-    char out[4200], err[4200];
-    snprintf(out, sizeof out, "%s/%s.out", work, tag);
-    snprintf(err, sizeof err, "%s/%s.err", work, tag);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(exe, args);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return nf_test_run_program(exe, args, work, tag);
 }
 
-static char *slurp_tag(const char *tag, const char *ext)
-{
-    char p[4200];
-    snprintf(p, sizeof p, "%s/%s.%s", work, tag, ext);
-    void *d = NULL;
-    size_t n = 0;
-    if (nf_read_file(p, &d, &n)) return calloc(1, 1);
-    char *s = realloc(d, n + 1);
-    if (!s) return d;
-    s[n] = '\0';
-    return s;
-}
+static char *slurp_tag(const char *tag, const char *ext) { return nf_test_read_output(work, tag, ext); }
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
 
 static char *in(const char *name)
 {
@@ -148,7 +119,7 @@ static void check_error(const char *tag, int rc, const char *want)
 {
     char *err = slurp_tag(tag, "err");
     CHECK(rc == 1, "%s: exit %d, want 1 (%s)", tag, rc, err);
-    CHECK(count_lines(err) == 1, "%s: %d lines of error: %s", tag, count_lines(err), err);
+    CHECK(nf_test_count_lines(err) == 1, "%s: %d lines of error: %s", tag, nf_test_count_lines(err), err);
     CHECK(strstr(err, want) != NULL, "%s: error does not mention '%s': %s", tag, want, err);
     free(err);
 }

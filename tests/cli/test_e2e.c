@@ -15,6 +15,7 @@
  * or corrupt model, empty dataset, unknown option, unwritable output) give one line and
  * the documented exit status. */
 #include "nf_test.h"
+#include "cli_run.h"
 
 #include "nf_audio.h"
 #include "nf_features.h"
@@ -51,23 +52,7 @@ static int feat_dom = -1, feat_flat = -1;
 
 /* Run `noisefloor args...` (NULL-terminated) with stdout/stderr into files under work/;
  * returns the exit status (128 + signal if killed). */
-static int run_v(const char *tag, char **args)
-{
-    char out[4200], err[4200];
-    snprintf(out, sizeof out, "%s/%s.out", work, tag);
-    snprintf(err, sizeof err, "%s/%s.err", work, tag);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(exe, args);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+static int run_v(const char *tag, char **args) { return nf_test_run_program(exe, args, work, tag); }
 
 static int run(const char *tag, ...)
 {
@@ -110,12 +95,6 @@ static char *stderr_of(const char *tag)
     return s ? s : strdup("");
 }
 
-static int count_lines(const char *s)
-{
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
 
 static char *path_in(const char *fmt, ...)
 {
@@ -515,7 +494,7 @@ static void check_errors(const char *model)
     int rc;
     rc = run("err_missing", "generate", "-m", path_in("nope.safetensors"), "-o", path_in("x"), NULL);
     err = stderr_of("err_missing");
-    CHECK(rc == 1 && count_lines(err) == 1 && strstr(err, "nope.safetensors"), "missing model: exit %d: %s", rc, err);
+    CHECK(rc == 1 && nf_test_count_lines(err) == 1 && strstr(err, "nope.safetensors"), "missing model: exit %d: %s", rc, err);
     free(err);
 
     FILE *f = fopen(path_in("corrupt.safetensors"), "wb");
@@ -523,7 +502,7 @@ static void check_errors(const char *model)
     fclose(f);
     rc = run("err_corrupt", "generate", "-m", path_in("corrupt.safetensors"), "-o", path_in("x"), NULL);
     err = stderr_of("err_corrupt");
-    CHECK(rc == 1 && count_lines(err) == 1 && strstr(err, "corrupt.safetensors"), "corrupt model: exit %d: %s", rc, err);
+    CHECK(rc == 1 && nf_test_count_lines(err) == 1 && strstr(err, "corrupt.safetensors"), "corrupt model: exit %d: %s", rc, err);
     free(err);
     rc = run("err_info", "info", path_in("corrupt.safetensors"), NULL);
     CHECK(rc == 1, "info on a corrupt model: exit %d", rc);
@@ -531,7 +510,7 @@ static void check_errors(const char *model)
     mkdir(path_in("empty"), 0755);
     rc = run("err_empty", "train", path_in("empty"), "-o", path_in("empty.safetensors"), "--steps", "5", NULL);
     err = stderr_of("err_empty");
-    CHECK(rc == 1 && count_lines(err) == 1 && strstr(err, "empty"), "empty dataset: exit %d: %s", rc, err);
+    CHECK(rc == 1 && nf_test_count_lines(err) == 1 && strstr(err, "empty"), "empty dataset: exit %d: %s", rc, err);
     free(err);
     mkdir(path_in("junk"), 0755);
     f = fopen(path_in("junk/a.wav"), "w");
@@ -548,7 +527,7 @@ static void check_errors(const char *model)
     free(err);
     rc = run("err_val", "generate", "-m", model, "--steps", "-4", "-o", path_in("x"), NULL);
     err = stderr_of("err_val");
-    CHECK(rc == 2 && count_lines(err) == 1 && strstr(err, "--steps"), "bad value: exit %d: %s", rc, err);
+    CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "--steps"), "bad value: exit %d: %s", rc, err);
     free(err);
     rc = run("err_cmd", "frobnicate", NULL);
     CHECK(rc == 2, "unknown command: exit %d", rc);
@@ -558,14 +537,14 @@ static void check_errors(const char *model)
     fclose(f);
     rc = run("err_out", "generate", "-m", model, "-o", path_in("afile/sub"), NULL);
     err = stderr_of("err_out");
-    CHECK(rc == 1 && count_lines(err) == 1 && strstr(err, "afile"), "unwritable output: exit %d: %s", rc, err);
+    CHECK(rc == 1 && nf_test_count_lines(err) == 1 && strstr(err, "afile"), "unwritable output: exit %d: %s", rc, err);
     free(err);
     /* A model output in an impossible place: the training fails with one line and leaves
      * the existing model untouched. */
     rc = run("err_train_out", "train", path_in("data"), "-o", path_in("afile/m.safetensors"), "--preset", "tiny", "--rate",
              "4000", "--length", "0.064", "--steps", "2", NULL);
     err = stderr_of("err_train_out");
-    CHECK(rc == 1 && count_lines(err) == 1, "training into an impossible path: exit %d: %s", rc, err);
+    CHECK(rc == 1 && nf_test_count_lines(err) == 1, "training into an impossible path: exit %d: %s", rc, err);
     free(err);
 }
 
