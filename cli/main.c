@@ -43,10 +43,19 @@ static void print_usage(FILE *f)
  * once; an explicit OMP_WAIT_POLICY from the user is left alone. */
 static void prefer_passive_openmp(char **argv)
 {
-    if (getenv("OMP_WAIT_POLICY")) return;
+    if (getenv("OMP_WAIT_POLICY") || !argv[0]) return;
+    /* Only when /proc/self/exe is this program itself: under a loader such as valgrind
+     * it is the loader's own tool, which cannot be run directly. */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = '\0';
+    const char *a = strrchr(argv[0], '/'), *b = strrchr(self, '/');
+    if (strcmp(a ? a + 1 : argv[0], b ? b + 1 : self) != 0) return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    execv("/proc/self/exe", argv);
-    /* exec failed (no /proc): carry on with the default policy. */
+    execv(self, argv);
+    /* exec failed: carry on with the default policy. */
+    unsetenv("OMP_WAIT_POLICY");
 }
 
 int main(int argc, char **argv)
