@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 BUILD_PKGS="meson ninja-build pkg-config gcc libsndfile1-dev libfftw3-dev libopenblas-dev
 libsamplerate0-dev lv2-dev liblilv-dev libpng-dev"
-TEST_PKGS="lilv-utils serdi sordi valgrind clang libclang-rt-14-dev jalv jackd2 sndfile-programs"
+TEST_PKGS="lilv-utils serdi sordi valgrind clang libclang-rt-14-dev jalv jackd2"
 
 install_missing() {
     missing=""
