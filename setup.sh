@@ -60,7 +60,7 @@ test)
         -Db_sanitize=address,undefined -Db_lundef=false
     ninja -C build-asan
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite slow --no-suite default || status=1
+        meson test -C build-asan --print-errorlogs --num-processes 2 --no-suite default || status=1
     if [ -x tests/fuzz/run-all.sh ]; then
         tests/fuzz/run-all.sh 20 || status=1
     fi

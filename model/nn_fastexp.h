@@ -10,10 +10,12 @@
  * about 2e-7 over the clamped range [-87, 88]. The rounding constant 1.5*2^23 rounds t
  * to the nearest integer in round-to-nearest mode (no -ffast-math in this build).
  * static inline so that the loops calling it vectorise. */
-static inline float nf_fastexp_inline(float x)
+static inline float nf_fastexp_inline(float x_in)
 {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
+    /* The clamp sends NaN to -87 so that the integer conversion below stays defined
+     * (a NaN cast to int is undefined behaviour); the NaN is given back at the end. */
+    float x = x_in > -87.0f ? x_in : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
     float t = x * 1.44269504088896341f;
     float n = (t + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f;
@@ -28,7 +30,8 @@ static inline float nf_fastexp_inline(float x)
     int32_t bits = ((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &bits, sizeof s);
-    return p * s;
+    float e = p * s;
+    return x_in == x_in ? e : x_in; /* NaN in, NaN out */
 }
 
 #endif
