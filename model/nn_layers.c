@@ -309,6 +309,21 @@ static inline float silu_grad_fma(float dy, float y)
     return dy * (sg * (1.0f + y * (1.0f - sg)));
 }
 
+/* The scalar tail of backward pass 1 (columns l..L-1) and the result, shared by the
+ * AVX2 and the portable row kernels so that both end in exactly the same operations. */
+static inline void gn_bwd1_tail(float *dy, const float *x, int l, int L, float m, float rs, float ga,
+                                float be, int silu, double s0, double s1, double *s)
+{
+    for (; l < L; l++) {
+        float xh = (x[l] - m) * rs;
+        float g = dy[l];
+        if (silu) dy[l] = g = silu_grad_fma(g, fmaf(xh, ga, be));
+        s0 += g;
+        s1 += (double)g * xh;
+    }
+    s[0] = s0, s[1] = s1;
+}
+
 #ifdef GN_X86
 #define AVX2_FMA __attribute__((target("avx2,fma")))
 AVX2_FMA static inline __m256 exp_avx2(__m256 x)
@@ -378,14 +393,7 @@ AVX2_FMA static void gn_bwd1_row_avx2(float *dy, const float *x, int L, float m,
     _mm256_storeu_ps(t1, a1);
     double s0 = 0.0, s1 = 0.0;
     for (int j = 0; j < GW; j++) s0 += t0[j], s1 += t1[j];
-    for (; l < L; l++) {
-        float xh = (x[l] - m) * rs;
-        float g = dy[l];
-        if (silu) dy[l] = g = silu_grad_fma(g, fmaf(xh, ga, be));
-        s0 += g;
-        s1 += (double)g * xh;
-    }
-    s[0] = s0, s[1] = s1;
+    gn_bwd1_tail(dy, x, l, L, m, rs, ga, be, silu, s0, s1, s);
 }
 
 /* Backward pass 2 of a row: dx += rs (ga g - fm1 - xhat fm2). */
@@ -455,14 +463,7 @@ static void gn_bwd1_row(int vec, float *dy, const float *x, int L, float m, floa
         }
     double s0 = 0.0, s1 = 0.0;
     for (int j = 0; j < GW; j++) s0 += a0[j], s1 += a1[j];
-    for (; l < L; l++) {
-        float xh = (x[l] - m) * rs;
-        float g = dy[l];
-        if (silu) dy[l] = g = silu_grad_fma(g, fmaf(xh, ga, be));
-        s0 += g;
-        s1 += (double)g * xh;
-    }
-    s[0] = s0, s[1] = s1;
+    gn_bwd1_tail(dy, x, l, L, m, rs, ga, be, silu, s0, s1, s);
 }
 
 static void gn_bwd2_row(int vec, float *d, const float *dy, const float *x, int L, float m,
