@@ -5,6 +5,7 @@
 #include "nf_common.h"
 
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,17 @@ static inline int nf_test_run_program(const char *exe, char **args, const char *
     int status = 0;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The same with the arguments after exe as a NULL-terminated va_list (at most 126). */
+static inline int nf_test_run_va(char *exe, const char *dir, const char *tag, va_list ap)
+{
+    char *args[128];
+    int n = 0;
+    args[n++] = exe;
+    for (char *a; (a = va_arg(ap, char *)) && n < 127;) args[n++] = a;
+    args[n] = NULL;
+    return nf_test_run_program(exe, args, dir, tag);
 }
 
 /* DIR/TAG.EXT as a NUL-terminated string ("" if unreadable); the caller frees it. */

@@ -40,15 +40,11 @@ static char exe[4096], work[4096];
 
 static int run(const char *tag, ...)
 {
-    char *args[64];
-    int n = 0;
-    args[n++] = exe;
     va_list ap;
     va_start(ap, tag);
-    for (char *a; (a = va_arg(ap, char *)) && n < 63;) args[n++] = a;
+    int rc = nf_test_run_va(exe, work, tag, ap);
     va_end(ap);
-    args[n] = NULL;
-    return nf_test_run_program(exe, args, work, tag);
+    return rc;
 }
 
 static char *slurp_tag(const char *tag, const char *ext) { return nf_test_read_output(work, tag, ext); }

@@ -56,15 +56,11 @@ static int run_v(const char *tag, char **args) { return nf_test_run_program(exe,
 
 static int run(const char *tag, ...)
 {
-    char *args[128];
-    int n = 0;
-    args[n++] = exe;
     va_list ap;
     va_start(ap, tag);
-    for (char *a; (a = va_arg(ap, char *)) && n < 127;) args[n++] = a;
+    int rc = nf_test_run_va(exe, work, tag, ap);
     va_end(ap);
-    args[n] = NULL;
-    return run_v(tag, args);
+    return rc;
 }
 
 /* A whole file as a NUL-terminated string (NULL if unreadable). */
