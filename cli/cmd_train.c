@@ -1,6 +1,7 @@
 /* noisefloor train DATA_DIR -o MODEL.safetensors: options in, progress out; the loop
  * itself is nf_train() in the library. */
 #include "cli.h"
+#include "nf_repr.h"
 #include "nf_train.h"
 #include "options.h"
 
@@ -63,10 +64,11 @@ static void on_progress(void *user, const nf_train_progress *p)
 static int list_presets(int repr)
 {
     printf("Training size presets (parameter counts for mono audio, %s, no classes):\n",
-           repr ? "STFT n_fft 512" : "waveform");
+           repr == NF_REPR_WAVE ? "waveform" : repr == NF_REPR_STFT ? "STFT n_fft 512" : "STFT magnitudes n_fft 512");
+    const int in_ch = repr == NF_REPR_WAVE ? 1 : repr == NF_REPR_STFT ? 2 * (512 / 2 + 1) : 512 / 2 + 1;
     for (const char *const *n = nf_train_preset_names(); *n; n++) {
         long long count = 0;
-        nf_status st = nf_train_preset_param_count(*n, repr, repr ? 2 * (512 / 2 + 1) : 1, 0, &count);
+        nf_status st = nf_train_preset_param_count(*n, repr, in_ch, 0, &count);
         if (st) return nf_cli_fail_status(st);
         printf("  %-6s %10lld parameters  %s\n", *n, count, nf_train_preset_description(*n));
     }
@@ -86,9 +88,10 @@ static int run(int argc, char **argv)
         {"output", 'o', NF_OPT_STRING, &output, "MODEL", "model file to write (.safetensors)", 0, 0, NULL, NULL},
         {"preset", 'p', NF_OPT_CHOICE, &preset_i, NULL, "network size", 0, 0, "tiny|small|base|drums", NULL},
         {"list-presets", 0, NF_OPT_FLAG, &list, NULL, "print the presets with their parameter counts", 0, 0, NULL, NULL},
-        {"repr", 0, NF_OPT_CHOICE, &repr, NULL, "representation", 0, 0, "wave|stft", NULL},
+        {"repr", 0, NF_OPT_CHOICE, &repr, NULL, "representation: waveform, complex STFT, or STFT magnitudes (phase by Griffin-Lim)", 0, 0, "wave|stft|mag", NULL},
         {"n-fft", 0, NF_OPT_INT, &c.n_fft, NULL, "STFT size (power of two)", 16, 8192, NULL, NULL},
         {"hop", 0, NF_OPT_INT, &c.hop, NULL, "STFT hop (0: n_fft/4)", 0, 4096, NULL, NULL},
+        {"log-mag", 0, NF_OPT_FLAG, &c.log_mag, NULL, "with --repr mag: log-compressed magnitudes (silence is 0, 60 dB of range) instead of square roots", 0, 0, NULL, NULL},
         {"rate", 'r', NF_OPT_INT, &c.sample_rate, "HZ", "sample rate", 4000, 192000, NULL, NULL},
         {"length", 'l', NF_OPT_DOUBLE, &seconds, "SECONDS", "clip length", 0.01, 30, NULL, NULL},
         {"stereo", 0, NF_OPT_FLAG, &stereo, NULL, "train on stereo clips (default: mono)", 0, 0, NULL, NULL},
@@ -147,6 +150,7 @@ static int run(int argc, char **argv)
         return 2;
     }
     if (c.n_fft & (c.n_fft - 1)) return nf_cli_error("--n-fft: %d is not a power of two", c.n_fft), 2;
+    if (c.log_mag && repr != NF_REPR_MAG) return nf_cli_error("--log-mag: only for --repr mag"), 2;
     if (c.steps <= 0 && c.minutes <= 0) return nf_cli_error("give --steps N or --minutes M"), 2;
     preset = nf_train_preset_names()[preset_i];
     c.data_dir = pos[0];

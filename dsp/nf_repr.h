@@ -4,6 +4,12 @@
  * - "wave": identity (Cm = C, Lm = L), times the normalisation scale.
  * - "stft": the compressed STFT layout of nf_stft.h (Cm = 2 (n_fft/2 + 1) C,
  *   Lm = 1 + L / hop), times the normalisation scale.
+ * - "mag": the compressed STFT magnitudes alone (Cm = (n_fft/2 + 1) C, Lm as "stft"),
+ *   times the scale; decoding finds a phase with fast Griffin-Lim (nf_stft.h). The model
+ *   then only has to learn spectral envelopes: noise-like sounds (hats, cymbals, claps)
+ *   are a smooth magnitude plus an invented phase, where in the complex layout their
+ *   random phase makes every coefficient look like the diffusion noise itself and a
+ *   slightly miscalibrated denoiser turns them into near-silence.
  * encode multiplies by `scale` (chosen so that the encoded data has roughly unit
  * variance, see nf_repr_estimate_scale); decode divides by it first. The diffusion code
  * only ever sees [B, Cm, Lm].
@@ -18,24 +24,33 @@
 extern "C" {
 #endif
 
-typedef enum { NF_REPR_WAVE = 0, NF_REPR_STFT } nf_repr_kind;
+typedef enum { NF_REPR_WAVE = 0, NF_REPR_STFT, NF_REPR_MAG } nf_repr_kind;
 
 typedef struct {
     nf_repr_kind kind;
     int channels; /* audio channels C */
-    int n_fft;    /* stft: power of two (0: 512) */
-    int hop;      /* stft: 0 for n_fft/4 */
-    float power;  /* stft: amplitude compression exponent p (0: 0.5); 1 = plain */
+    int n_fft;    /* stft, mag: power of two (0: 512) */
+    int hop;      /* stft, mag: 0 for n_fft/4 */
+    float power;  /* stft, mag: amplitude compression exponent p (0: 0.5); 1 = plain */
+    int gl_iters; /* mag: Griffin-Lim iterations when decoding (0: NF_REPR_GL_ITERS) */
+    float log_floor; /* mag: > 0 compresses log(1 + |X| / log_floor) instead of |X|^power
+                      * (nf_repr_log_floor gives the usual value) */
     float scale;  /* normalisation multiplier (0: 1) */
 } nf_repr_config;
 
 typedef struct nf_repr nf_repr;
 
-/* "wave" / "stft" -> kind; -1 for an unknown name. */
+#define NF_REPR_GL_ITERS 64
+
+/* "wave" / "stft" / "mag" -> kind; -1 for an unknown name. */
 int nf_repr_kind_from_name(const char *name);
 const char *nf_repr_kind_name(nf_repr_kind k);
 
-/* Fills in the defaults (n_fft 512, hop n_fft/4, power 0.5, scale 1). */
+/* The log floor that sits 60 dB below a full-scale sine's peak bin for this n_fft
+ * (amplitude 1, periodic Hann window: |X| = n_fft / 4). */
+float nf_repr_log_floor(int n_fft);
+
+/* Fills in the defaults (n_fft 512, hop n_fft/4, power 0.5, no log, scale 1). */
 void nf_repr_config_default(nf_repr_config *c, nf_repr_kind kind, int channels);
 
 nf_status nf_repr_create(const nf_repr_config *cfg, nf_repr **out);

@@ -19,10 +19,14 @@ int nf_repr_kind_from_name(const char *name)
     if (!name) return -1;
     if (!strcasecmp(name, "wave")) return NF_REPR_WAVE;
     if (!strcasecmp(name, "stft")) return NF_REPR_STFT;
+    if (!strcasecmp(name, "mag")) return NF_REPR_MAG;
     return -1;
 }
 
-const char *nf_repr_kind_name(nf_repr_kind k) { return k == NF_REPR_STFT ? "stft" : "wave"; }
+const char *nf_repr_kind_name(nf_repr_kind k)
+{
+    return k == NF_REPR_STFT ? "stft" : k == NF_REPR_MAG ? "mag" : "wave";
+}
 
 void nf_repr_config_default(nf_repr_config *c, nf_repr_kind kind, int channels)
 {
@@ -32,13 +36,16 @@ void nf_repr_config_default(nf_repr_config *c, nf_repr_kind kind, int channels)
     c->n_fft = 512;
     c->hop = 128;
     c->power = 0.5f;
+    c->gl_iters = NF_REPR_GL_ITERS;
     c->scale = 1.0f;
 }
+
+float nf_repr_log_floor(int n_fft) { return 1e-3f * (float)n_fft / 4.0f; }
 
 nf_status nf_repr_create(const nf_repr_config *cfg, nf_repr **out)
 {
     *out = NULL;
-    if (cfg->kind != NF_REPR_WAVE && cfg->kind != NF_REPR_STFT)
+    if (cfg->kind != NF_REPR_WAVE && cfg->kind != NF_REPR_STFT && cfg->kind != NF_REPR_MAG)
         return nf_fail(NF_ERR_ARG, "representation: unknown kind %d", (int)cfg->kind);
     if (cfg->channels < 1)
         return nf_fail(NF_ERR_ARG, "representation: bad channel count %d", cfg->channels);
@@ -48,8 +55,18 @@ nf_status nf_repr_create(const nf_repr_config *cfg, nf_repr **out)
     if (!r) return nf_fail(NF_ERR_NOMEM, "representation: out of memory");
     r->cfg = *cfg;
     if (r->cfg.scale == 0) r->cfg.scale = 1;
-    if (cfg->kind == NF_REPR_STFT) {
+    if (cfg->kind != NF_REPR_WAVE) {
         if (r->cfg.n_fft == 0) r->cfg.n_fft = 512;
+        if (r->cfg.gl_iters == 0) r->cfg.gl_iters = NF_REPR_GL_ITERS;
+        if (!(r->cfg.log_floor >= 0) || !isfinite(r->cfg.log_floor)) {
+            free(r);
+            return nf_fail(NF_ERR_ARG, "representation: bad log floor %g", cfg->log_floor);
+        }
+        if (r->cfg.gl_iters < 0 || r->cfg.gl_iters > 10000) {
+            free(r);
+            return nf_fail(NF_ERR_ARG, "representation: Griffin-Lim iterations must be in 1..10000 (got %d)",
+                           cfg->gl_iters);
+        }
         if (r->cfg.power == 0) r->cfg.power = 0.5f;
         if (!(r->cfg.power > 0) || r->cfg.power > 4) {
             free(r);
@@ -78,7 +95,9 @@ const nf_repr_config *nf_repr_get_config(const nf_repr *r) { return &r->cfg; }
 
 int nf_repr_channels(const nf_repr *r)
 {
-    return r->stft ? nf_stft_layout_channels(r->stft, r->cfg.channels) : r->cfg.channels;
+    if (!r->stft) return r->cfg.channels;
+    return r->cfg.kind == NF_REPR_MAG ? nf_stft_mag_channels(r->stft, r->cfg.channels)
+                                      : nf_stft_layout_channels(r->stft, r->cfg.channels);
 }
 
 int nf_repr_length(const nf_repr *r, int L) { return r->stft ? nf_stft_frames(r->stft, L) : L; }
@@ -99,6 +118,13 @@ nf_status nf_repr_encode(nf_repr *r, const float *audio, int B, int L, float *x)
     size_t n = (size_t)B * nf_repr_channels(r) * nf_repr_length(r, L);
     if (!r->stft) {
         memcpy(x, audio, n * sizeof(float));
+    } else if (r->cfg.kind == NF_REPR_MAG) {
+        size_t per_in = (size_t)C * L, per_out = n / (size_t)B;
+        for (int b = 0; b < B; b++) {
+            nf_status s = nf_stft_mag_encode(r->stft, audio + b * per_in, C, L, r->cfg.power, r->cfg.log_floor,
+                                             x + b * per_out);
+            if (s) return s;
+        }
     } else {
         nf_status s = nf_stft_encode_batch(r->stft, audio, B, C, L, r->cfg.power, x);
         if (s) return s;
@@ -118,7 +144,8 @@ nf_status nf_repr_decode(nf_repr *r, const float *x, int B, int L, float *audio)
         for (size_t i = 0; i < n; i++) audio[i] = x[i] * inv;
         return NF_OK;
     }
-    if (inv == 1.0f) return nf_stft_decode_batch(r->stft, x, B, C, L, r->cfg.power, audio);
+    if (inv == 1.0f && r->cfg.kind == NF_REPR_STFT)
+        return nf_stft_decode_batch(r->stft, x, B, C, L, r->cfg.power, audio);
     /* The compression is not linear, so the scale must come off before the expansion:
      * decode one example at a time through a copy. */
     size_t per = (size_t)nf_repr_channels(r) * nf_repr_length(r, L);
@@ -127,7 +154,9 @@ nf_status nf_repr_decode(nf_repr *r, const float *x, int B, int L, float *audio)
     nf_status s = NF_OK;
     for (int b = 0; b < B && !s; b++) {
         for (size_t i = 0; i < per; i++) tmp[i] = x[b * per + i] * inv;
-        s = nf_stft_decode(r->stft, tmp, C, L, r->cfg.power, audio + (size_t)b * C * L);
+        float *a = audio + (size_t)b * C * L;
+        s = r->cfg.kind == NF_REPR_MAG ? nf_stft_mag_decode(r->stft, tmp, C, L, r->cfg.power, r->cfg.log_floor, r->cfg.gl_iters, a)
+                                       : nf_stft_decode(r->stft, tmp, C, L, r->cfg.power, a);
     }
     free(tmp);
     return s;

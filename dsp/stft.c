@@ -5,6 +5,7 @@
 #include <fftw3.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -212,4 +213,90 @@ nf_status nf_stft_decode_batch(nf_stft *s, const float *spec, int B, int C, int 
         if (st) return st;
     }
     return NF_OK;
+}
+
+/* ------------------------------------------------ magnitude-only layout --- */
+
+int nf_stft_mag_channels(const nf_stft *s, int C) { return s->bins * C; }
+
+nf_status nf_stft_mag_encode(nf_stft *s, const float *audio, int C, int L, float power, float log_floor,
+                             float *mag)
+{
+    if (C < 1) return nf_fail(NF_ERR_ARG, "STFT: bad channel count %d", C);
+    if (!(power > 0)) return nf_fail(NF_ERR_ARG, "STFT: compression power must be > 0 (got %g)", power);
+    const size_t plane = (size_t)s->bins * nf_stft_frames(s, L);
+    float *im = malloc(plane * sizeof(float));
+    if (!im) return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
+    nf_status st = NF_OK;
+    for (int c = 0; c < C && !st; c++) {
+        float *re = mag + (size_t)c * plane;
+        st = nf_stft_forward(s, audio + (size_t)c * L, L, re, im);
+        for (size_t i = 0; i < plane && !st; i++) {
+            float m = hypotf(re[i], im[i]);
+            re[i] = log_floor > 0 ? log1pf(m / log_floor) : power == 1.0f ? m : powf(m, power);
+        }
+    }
+    free(im);
+    return st;
+}
+
+/* A fixed pseudo-random phase in [0, 2 pi) for bin k of frame f (splitmix64 finaliser):
+ * the start of Griffin-Lim, the same on every machine and thread. */
+static double start_phase(size_t i)
+{
+    uint64_t z = (uint64_t)i + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (2.0 * M_PI / 9007199254740992.0);
+}
+
+nf_status nf_stft_mag_decode(nf_stft *s, const float *mag, int C, int L, float power, float log_floor,
+                             int iters, float *audio)
+{
+    if (C < 1) return nf_fail(NF_ERR_ARG, "ISTFT: bad channel count %d", C);
+    if (!(power > 0)) return nf_fail(NF_ERR_ARG, "ISTFT: compression power must be > 0 (got %g)", power);
+    if (iters < 0) return nf_fail(NF_ERR_ARG, "ISTFT: bad Griffin-Lim iteration count %d", iters);
+    const float momentum = 0.99f;
+    const size_t plane = (size_t)s->bins * nf_stft_frames(s, L);
+    /* m: target magnitudes; (xr, xi): the spectrum fed to the next ISTFT; (tr, ti): the
+     * last projection onto consistent spectra with the target magnitudes. */
+    float *buf = malloc(5 * plane * sizeof(float));
+    if (!buf) return nf_fail(NF_ERR_NOMEM, "ISTFT: out of memory for Griffin-Lim");
+    float *m = buf, *xr = buf + plane, *xi = xr + plane, *tr = xi + plane, *ti = tr + plane;
+    nf_status st = NF_OK;
+    for (int c = 0; c < C && !st; c++) {
+        const float *in = mag + (size_t)c * plane;
+        float *y = audio + (size_t)c * L;
+        const float q = 1.0f / power;
+        for (size_t i = 0; i < plane; i++) {
+            float v = in[i] > 0 ? in[i] : 0.0f; /* also maps NaN to 0 */
+            m[i] = log_floor > 0 ? log_floor * expm1f(v > 80.0f ? 80.0f : v) : q == 1.0f ? v : powf(v, q);
+            double ph = start_phase(i);
+            tr[i] = xr[i] = m[i] * (float)cos(ph);
+            ti[i] = xi[i] = m[i] * (float)sin(ph);
+        }
+        for (int it = 0; it < iters && !st; it++) {
+            st = nf_stft_inverse(s, xr, xi, L, y);
+            if (!st) st = nf_stft_forward(s, y, L, xr, xi); /* (xr, xi) = STFT(ISTFT(x)) */
+            for (size_t i = 0; i < plane && !st; i++) {
+                float a = hypotf(xr[i], xi[i]);
+                float pr, pi; /* the projection: the target magnitude with this phase */
+                if (a > 0) {
+                    pr = m[i] * xr[i] / a;
+                    pi = m[i] * xi[i] / a;
+                } else {
+                    pr = m[i];
+                    pi = 0;
+                }
+                xr[i] = pr + momentum * (pr - tr[i]);
+                xi[i] = pi + momentum * (pi - ti[i]);
+                tr[i] = pr;
+                ti[i] = pi;
+            }
+        }
+        if (!st) st = nf_stft_inverse(s, tr, ti, L, y);
+    }
+    free(buf);
+    return st;
 }

@@ -194,11 +194,26 @@ nf_status nf_unet_config_from_json(const char *json, size_t len, const char *wha
     return st;
 }
 
+nf_status nf_model_desc_repr_config(const nf_model_desc *d, nf_repr_config *rc)
+{
+    int kind = nf_repr_kind_from_name(d->representation);
+    if (kind < 0) return nf_fail(NF_ERR_CORRUPT, "unknown representation '%s'", d->representation);
+    nf_repr_config_default(rc, (nf_repr_kind)kind, d->channels);
+    if (kind != NF_REPR_WAVE) {
+        rc->n_fft = d->n_fft;
+        rc->hop = d->hop;
+        rc->power = d->compress_power;
+        rc->log_floor = d->log_floor;
+    }
+    rc->scale = d->norm_scale;
+    return NF_OK;
+}
+
 nf_status nf_model_desc_to_json(const nf_model_desc *d, char **json)
 {
     *json = NULL;
-    if (!one_of(d->representation, "wave", "stft", NULL))
-        return nf_fail(NF_ERR_ARG, "model description: representation \"%s\" is not wave or stft", d->representation);
+    if (!one_of(d->representation, "wave", "stft", "mag"))
+        return nf_fail(NF_ERR_ARG, "model description: representation \"%s\" is not wave, stft or mag", d->representation);
     if (!one_of(d->objective, "eps", "v", "x0"))
         return nf_fail(NF_ERR_ARG, "model description: objective \"%s\" is not eps, v or x0", d->objective);
     if (!one_of(d->schedule, "linear", "cosine", NULL))
@@ -212,6 +227,7 @@ nf_status nf_model_desc_to_json(const nf_model_desc *d, char **json)
     nf_jw_key(&w, "n_fft"); nf_jw_int(&w, d->n_fft);
     nf_jw_key(&w, "hop"); nf_jw_int(&w, d->hop);
     nf_jw_key(&w, "compress_power"); jw_float(&w, d->compress_power);
+    if (d->log_floor > 0) { nf_jw_key(&w, "log_floor"); jw_float(&w, d->log_floor); }
     nf_jw_key(&w, "norm_scale"); jw_float(&w, d->norm_scale);
     nf_jw_key(&w, "sample_rate"); nf_jw_int(&w, d->sample_rate);
     nf_jw_key(&w, "channels"); nf_jw_int(&w, d->channels);
@@ -262,12 +278,17 @@ nf_status nf_model_desc_from_json(const char *json, size_t len, const char *what
     double cp = 1, ns = 1;
     if (r->type != NF_JSON_OBJECT) st = nf_fail(NF_ERR_CORRUPT, "%s: not a JSON object", what);
     if (!st) st = get_str(r, "representation", what, d->representation, sizeof d->representation);
-    if (!st && !one_of(d->representation, "wave", "stft", NULL))
-        st = nf_fail(NF_ERR_CORRUPT, "%s: key \"representation\" is \"%s\", not wave or stft", what, d->representation);
+    if (!st && !one_of(d->representation, "wave", "stft", "mag"))
+        st = nf_fail(NF_ERR_CORRUPT, "%s: key \"representation\" is \"%s\", not wave, stft or mag", what, d->representation);
     if (!st) st = get_int(r, "n_fft", what, &d->n_fft);
     if (!st) st = get_int(r, "hop", what, &d->hop);
     if (!st) st = get_num(r, "compress_power", what, &cp);
     if (!st) st = get_num(r, "norm_scale", what, &ns);
+    /* Optional (files written before log compression existed have no such key). */
+    double lf = 0;
+    if (!st && nf_json_get(r, "log_floor")) st = get_num(r, "log_floor", what, &lf);
+    if (!st && (!(lf >= 0) || !isfinite(lf))) st = nf_fail(NF_ERR_CORRUPT, "%s: key \"log_floor\" is %g", what, lf);
+    d->log_floor = (float)lf;
     d->compress_power = (float)cp;
     d->norm_scale = (float)ns;
     if (!st) st = get_int(r, "sample_rate", what, &d->sample_rate);

@@ -68,13 +68,7 @@ nf_status nf_model_load(const char *path, nf_model **out)
     m->pred = (nf_pred_kind)pred;
     m->learned_var = d->learned_variance;
 
-    nf_repr_config_default(&m->repr_cfg, (nf_repr_kind)kind, d->channels);
-    if (kind == NF_REPR_STFT) {
-        m->repr_cfg.n_fft = d->n_fft;
-        m->repr_cfg.hop = d->hop;
-        m->repr_cfg.power = d->compress_power;
-    }
-    m->repr_cfg.scale = d->norm_scale;
+    if ((s = nf_model_desc_repr_config(d, &m->repr_cfg))) goto fail;
     if ((s = nf_repr_create(&m->repr_cfg, &m->repr))) goto fail;
     m->repr_cfg = *nf_repr_get_config(m->repr);
     m->model_length = nf_repr_length(m->repr, d->length);
@@ -196,6 +190,7 @@ struct nf_gen {
     float *start;     /* [n, Cm, Lm] start noise override, or NULL */
     const float *init_audio; /* borrowed, for the exact splice of known audio */
     const float *known_mask; /* borrowed */
+    int unchanged;    /* variation at strength 0: the result is the given audio itself */
     int threads;
 };
 
@@ -315,6 +310,7 @@ static nf_status gen_begin(nf_model *m, const nf_gen_params *p, int n, const flo
         for (int k = 1; k < n; k++) memcpy(g->init_x + k * per, g->init_x, per * sizeof(float));
         c.init = g->init_x;
         g->init_audio = p->init_audio;
+        g->unchanged = p->strength == 0.0f && !p->known_mask;
     }
     if (p->known_mask) {
         g->mask_x = malloc((size_t)Lm * sizeof(float));
@@ -375,6 +371,10 @@ nf_status nf_gen_finish(nf_gen *g, float *out)
     if (s) return s;
     for (int k = 0; k < g->n; k++) {
         float *o = out + k * per_a;
+        /* A variation of strength 0 is the input itself (decoding its encoding is exact
+         * only to float precision for "stft", and not at all for "mag", whose phase
+         * Griffin-Lim reinvents). */
+        if (g->unchanged) memcpy(o, g->init_audio, per_a * sizeof(float));
         /* The known region of an edit is the given audio itself, to the bit. */
         if (g->known_mask)
             for (int c = 0; c < C; c++)
@@ -389,7 +389,7 @@ nf_status nf_gen_finish(nf_gen *g, float *out)
         }
         /* The training clips were peak-normalised; a render that overshoots full scale is
          * scaled back (not clipped), so every sound is playable as it is. */
-        if (peak > 0.999f && !g->known_mask) {
+        if (peak > 0.999f && !g->known_mask && !g->unchanged) {
             float gain = 0.999f / peak;
             for (size_t i = 0; i < per_a; i++) o[i] *= gain;
         }

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "nf_common.h"
+#include "nf_repr.h"
 #include "nf_rng.h"
 #include "nf_unet.h"
 
@@ -35,9 +36,10 @@ extern "C" {
 
 /* Everything besides the network that is needed to use (and describe) a model. */
 typedef struct {
-    char representation[8];   /* "wave" or "stft" */
+    char representation[8];   /* "wave", "stft" or "mag" (nf_repr.h) */
     int n_fft, hop;           /* stft frames (0 for wave) */
-    float compress_power;     /* stft amplitude compression |X|^p, phase kept (1: none) */
+    float compress_power;     /* stft/mag amplitude compression |X|^p (1: none) */
+    float log_floor;          /* mag: > 0: log(1 + |X|/log_floor) instead (key optional, 0) */
     float norm_scale;         /* data are multiplied by this before diffusion */
     int sample_rate;          /* Hz */
     int channels;             /* 1 or 2 */
@@ -67,6 +69,9 @@ void nf_model_desc_init(nf_model_desc *d);
 /* JSON forms (malloc'd text, caller frees). from_json: `what` names the source in
  * messages; missing or ill-typed keys are NF_ERR_CORRUPT naming the key. */
 nf_status nf_model_desc_to_json(const nf_model_desc *d, char **json);
+/* The representation a model was trained with (kind, STFT size, compression, scale), for
+ * nf_repr_create. Fails on an unknown representation name. */
+nf_status nf_model_desc_repr_config(const nf_model_desc *d, nf_repr_config *rc);
 nf_status nf_model_desc_from_json(const char *json, size_t len, const char *what, nf_model_desc *d);
 nf_status nf_unet_config_to_json(const nf_unet_config *c, char **json);
 nf_status nf_unet_config_from_json(const char *json, size_t len, const char *what, nf_unet_config *c);

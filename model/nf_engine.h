@@ -24,7 +24,7 @@ typedef struct {
     int length;             /* samples per generated sound */
     int num_classes;        /* 0 for an unconditional model */
     const char *const *class_names; /* num_classes names */
-    const char *representation;     /* "wave" or "stft" */
+    const char *representation;     /* "wave", "stft" or "mag" */
     const char *objective;          /* "eps", "v" or "x0" */
     long long train_steps;
     long long param_count;

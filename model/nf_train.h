@@ -65,8 +65,9 @@ typedef struct {
     float aug_shift_ms;       /* delay drawn uniformly in [0, aug_shift_ms] ms (5) */
 
     /* ---- representation ---- */
-    int repr;                 /* nf_repr_kind: 0 wave, 1 stft */
-    int n_fft, hop;           /* stft (512, 0 = n_fft/4) */
+    int repr;                 /* nf_repr_kind: 0 wave, 1 stft, 2 mag */
+    int n_fft, hop;           /* stft, mag (512, 0 = n_fft/4) */
+    int log_mag;              /* mag: log compression (nf_repr_log_floor) instead of sqrt */
 
     /* ---- network ---- */
     const char *preset;       /* "tiny", "small", "base" (NULL: "small"); ignored when
@@ -117,7 +118,7 @@ typedef struct {
 void nf_train_config_default(nf_train_config *c);
 
 /* Fill a U-Net configuration from a size preset ("tiny", "small", "base") for the given
- * representation (0 wave, 1 stft: the STFT presets are wider at the top level and have
+ * representation (0 wave; 1 stft or 2 mag: the STFT presets are wider at the top level and have
  * fewer levels, see DESIGN "Lessons"). in_ch, out_ch and num_classes are left 0. */
 nf_status nf_train_preset(const char *name, int repr, nf_unet_config *out);
 /* Preset names in order (NULL-terminated) and a one-line description of each. */

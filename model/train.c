@@ -76,7 +76,7 @@ nf_status nf_train_preset(const char *name, int repr, nf_unet_config *out)
 {
     const train_preset *p = name ? find_preset(name) : NULL;
     if (!p) return nf_fail(NF_ERR_ARG, "unknown preset '%s' (tiny, small, base or drums)", name ? name : "");
-    *out = repr ? p->stft : p->wave;
+    *out = repr != NF_REPR_WAVE ? p->stft : p->wave;
     return NF_OK;
 }
 
@@ -499,9 +499,10 @@ nf_status nf_train(const nf_train_config *c)
     /* Representation, with the scale that gives the encoded data unit RMS. */
     nf_repr_config rc;
     nf_repr_config_default(&rc, (nf_repr_kind)c->repr, c->channels);
-    if (c->repr == NF_REPR_STFT) {
+    if (c->repr != NF_REPR_WAVE) {
         rc.n_fft = c->n_fft;
         rc.hop = c->hop;
+        if (c->repr == NF_REPR_MAG && c->log_mag) rc.log_floor = nf_repr_log_floor(c->n_fft ? c->n_fft : 512);
     }
     if ((st = nf_repr_create(&rc, &tr->repr))) goto done;
     float scale = 1.0f;
@@ -697,10 +698,11 @@ static void fill_desc(trainer *tr, long long step, nf_model_desc *d)
     const nf_train_config *c = tr->c;
     const nf_repr_config *rc = nf_repr_get_config(tr->repr);
     nf_model_desc_init(d);
-    snprintf(d->representation, sizeof d->representation, "%s", c->repr ? "stft" : "wave");
+    snprintf(d->representation, sizeof d->representation, "%s", nf_repr_kind_name((nf_repr_kind)c->repr));
     d->n_fft = c->repr ? rc->n_fft : 0;
     d->hop = c->repr ? rc->hop : 0;
     d->compress_power = c->repr ? rc->power : 1.0f;
+    d->log_floor = rc->kind == NF_REPR_MAG ? rc->log_floor : 0.0f;
     d->norm_scale = rc->scale;
     d->sample_rate = c->sample_rate;
     d->channels = tr->C;
@@ -809,7 +811,7 @@ static nf_status load_state(trainer *tr, long long *step)
     if (!same_unet_config(&info.config, nf_unet_get_config(tr->net)))
         return nf_fail(NF_ERR_ARG, "%s: --resume: the model's network differs from these options (use the same --preset)",
                        tr->model_path);
-    if (strcmp(d->representation, c->repr ? "stft" : "wave") || d->sample_rate != c->sample_rate || d->length != tr->L ||
+    if (strcmp(d->representation, nf_repr_kind_name((nf_repr_kind)c->repr)) || d->sample_rate != c->sample_rate || d->length != tr->L ||
         d->channels != tr->C || d->T != c->T || strcmp(d->objective, nf_pred_name((nf_pred_kind)c->objective)))
         return nf_fail(NF_ERR_ARG,
                        "%s: --resume: trained with other settings (%s, %d Hz, %d samples, %d ch, T %d, %s); use the same options",

@@ -27,17 +27,9 @@ void nf_classifier_fit_config_default(nf_classifier_fit_config *c)
  * (so that the classifier sees x_t in the very units the sampler gives it). */
 static nf_status model_repr(const nf_model_desc *d, nf_repr **out)
 {
-    int kind = nf_repr_kind_from_name(d->representation);
-    if (kind < 0) return nf_fail(NF_ERR_ARG, "unknown representation '%s'", d->representation);
     nf_repr_config rc;
-    nf_repr_config_default(&rc, (nf_repr_kind)kind, d->channels);
-    if (kind == NF_REPR_STFT) {
-        rc.n_fft = d->n_fft;
-        rc.hop = d->hop;
-        rc.power = d->compress_power;
-    }
-    rc.scale = d->norm_scale;
-    return nf_repr_create(&rc, out);
+    nf_status s = nf_model_desc_repr_config(d, &rc);
+    return s ? s : nf_repr_create(&rc, out);
 }
 
 static nf_schedule_kind model_schedule(const nf_model_desc *d)
@@ -251,8 +243,9 @@ static int desc_differs(const nf_model_desc *a, const nf_model_desc *b, char *wh
                         a->channels, a->length, b->sample_rate, b->channels, b->length), 1;
     if (strcmp(a->representation, b->representation))
         return snprintf(why, size, "representation %s, the model's %s", a->representation, b->representation), 1;
-    if (!strcmp(a->representation, "stft") &&
-        (a->n_fft != b->n_fft || a->hop != b->hop || fabsf(a->compress_power - b->compress_power) > 1e-6f))
+    if (strcmp(a->representation, "wave") &&
+        (a->n_fft != b->n_fft || a->hop != b->hop || fabsf(a->compress_power - b->compress_power) > 1e-6f ||
+         fabsf(a->log_floor - b->log_floor) > 1e-6f * b->log_floor))
         return snprintf(why, size, "STFT %d/%d, the model's %d/%d", a->n_fft, a->hop, b->n_fft, b->hop), 1;
     if (fabsf(a->norm_scale - b->norm_scale) > 1e-5f * fabsf(b->norm_scale))
         return snprintf(why, size, "normalisation scale %g, the model's %g", (double)a->norm_scale,

@@ -194,9 +194,121 @@ static void test_repr(void)
         free(z);
         nf_repr_free(r);
     }
-    CHECK(nf_repr_kind_from_name("stft") == NF_REPR_STFT && nf_repr_kind_from_name("x") == -1, "%s", "kind names");
+    /* "mag" (log-compressed): the layout's shape, unit RMS after the scale, and a decode
+     * whose magnitudes come back close (the phase is Griffin-Lim's own: the waveform does
+     * not). The encoding of the decoded audio is compared in the model's own domain. */
+    {
+        nf_repr_config cfg;
+        nf_repr_config_default(&cfg, NF_REPR_MAG, C);
+        cfg.log_floor = nf_repr_log_floor(cfg.n_fft);
+        nf_repr *r;
+        CHECK_OK(nf_repr_create(&cfg, &r));
+        int Cm = nf_repr_channels(r), Lm = nf_repr_length(r, L);
+        CHECK(Cm == 257 * C && Lm == 1 + L / 128, "mag: %d x %d", Cm, Lm);
+        size_t n = (size_t)B * Cm * Lm;
+        float *z = malloc(n * sizeof(float)), *z2 = malloc(n * sizeof(float));
+        float sc;
+        CHECK_OK(nf_repr_estimate_scale(r, x, B, L, 0, &sc));
+        nf_repr_set_scale(r, sc);
+        CHECK_OK(nf_repr_encode(r, x, B, L, z));
+        double ss = 0;
+        for (size_t i = 0; i < n; i++) ss += (double)z[i] * z[i];
+        CHECK_CLOSE(sqrt(ss / (double)n), 1.0, 1e-4, 0, "mag: unit RMS after the estimated scale");
+        CHECK_OK(nf_repr_decode(r, z, B, L, y));
+        CHECK_OK(nf_repr_encode(r, y, B, L, z2));
+        double e = rel_err(z2, z, n);
+        CHECK(e < 0.1, "mag: decode then encode gives the log magnitudes back to %.3f", e);
+        cfg.log_floor = -1;
+        nf_repr *bad = NULL;
+        CHECK(nf_repr_create(&cfg, &bad) == NF_ERR_ARG && !bad, "%s", "negative log floor refused");
+        free(z);
+        free(z2);
+        nf_repr_free(r);
+    }
+    CHECK(nf_repr_kind_from_name("stft") == NF_REPR_STFT && nf_repr_kind_from_name("mag") == NF_REPR_MAG &&
+              nf_repr_kind_from_name("x") == -1 && !strcmp(nf_repr_kind_name(NF_REPR_MAG), "mag"),
+          "%s", "kind names");
     free(x);
     free(y);
+}
+
+/* The magnitude layout: encode is g(|STFT|) exactly, for the square root and the log
+ * compression; decode (fast Griffin-Lim) finds audio whose magnitudes match, is
+ * deterministic, improves with iterations, and treats a model's negative or NaN output
+ * as silence. The test sound has what drums have: a decaying low sine (a kick), a noise
+ * burst (a hat) and silence. */
+static double spectral_convergence(nf_stft *s, const float *y, int L, const float *lin)
+{
+    const size_t n = (size_t)nf_stft_bins(s) * nf_stft_frames(s, L);
+    float *m2 = malloc(n * sizeof(float));
+    nf_stft_mag_encode(s, y, 1, L, 1.0f, 0.0f, m2);
+    double e = 0, t = 0;
+    for (size_t i = 0; i < n; i++) {
+        e += ((double)m2[i] - lin[i]) * ((double)m2[i] - lin[i]);
+        t += (double)lin[i] * lin[i];
+    }
+    free(m2);
+    return sqrt(e / t);
+}
+
+static void test_magnitude(float power, float log_floor)
+{
+    const int N = 128, hop = 32, L = 4000, rate = 16000;
+    nf_stft *s;
+    CHECK_OK(nf_stft_create(N, hop, &s));
+    if (!s) return;
+    const int K = nf_stft_bins(s), F = nf_stft_frames(s, L);
+    CHECK(nf_stft_mag_channels(s, 2) == 2 * K, "mag channels %d", nf_stft_mag_channels(s, 2));
+    const size_t n = (size_t)K * F;
+    float *x = calloc(L, sizeof(float)), *y = malloc(L * sizeof(float)), *y2 = malloc(L * sizeof(float));
+    float *mag = malloc(n * sizeof(float)), *lin = malloc(n * sizeof(float)), *re = malloc(n * sizeof(float)),
+          *im = malloc(n * sizeof(float));
+    for (int i = 0; i < 2000; i++) x[i] += 0.8f * expf(-i / 600.0f) * sinf(2 * (float)M_PI * 120.0f * i / rate);
+    for (int i = 2400; i < 2800; i++) x[i] += 0.4f * urand() * expf(-(i - 2400) / 80.0f);
+    CHECK_OK(nf_stft_mag_encode(s, x, 1, L, power, log_floor, mag));
+    CHECK_OK(nf_stft_forward(s, x, L, re, im));
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double m = hypot(re[i], im[i]);
+        lin[i] = (float)m;
+        double want = log_floor > 0 ? log1p(m / log_floor) : pow(m, power);
+        double d = fabs(mag[i] - want) / (want + 1e-6);
+        if (d > worst) worst = d;
+    }
+    CHECK(worst < 1e-5, "mag encode (power %g, log floor %g) = g(|STFT|) (worst rel err %g)", power, log_floor, worst);
+
+    CHECK_OK(nf_stft_mag_decode(s, mag, 1, L, power, log_floor, 0, y));
+    double sc0 = spectral_convergence(s, y, L, lin);
+    CHECK_OK(nf_stft_mag_decode(s, mag, 1, L, power, log_floor, 64, y));
+    double sc64 = spectral_convergence(s, y, L, lin);
+    CHECK_OK(nf_stft_mag_decode(s, mag, 1, L, power, log_floor, 256, y2));
+    double sc256 = spectral_convergence(s, y2, L, lin);
+    fprintf(stderr, "Griffin-Lim spectral convergence: start phase %.3f, 64 iterations %.3f, 256 %.3f\n", sc0, sc64, sc256);
+    /* Measured 0.686 -> 0.316 -> 0.316: a 120 Hz partial, one bin wide at this window
+     * size, is the hard part for any phase retrieval (the burst alone converges to a few
+     * percent); without the projection step the error would stay at the start's. */
+    CHECK(sc64 < 0.35 && sc64 < 0.6 * sc0, "64 iterations bring the magnitudes closer: %.3f (from %.3f)", sc64, sc0);
+    CHECK(sc256 <= sc64, "more iterations do not diverge: %.3f <= %.3f", sc256, sc64);
+    CHECK_OK(nf_stft_mag_decode(s, mag, 1, L, power, log_floor, 64, y2));
+    CHECK(!memcmp(y, y2, L * sizeof(float)), "%s", "the same magnitudes decode to the same audio");
+    /* Energy and where it sits in time survive: the burst stays in its 400 samples. */
+    double e_x = 0, e_y = 0, e_gap = 0;
+    for (int i = 0; i < L; i++) {
+        e_x += (double)x[i] * x[i];
+        e_y += (double)y[i] * y[i];
+        if (i >= 3000) e_gap += (double)y[i] * y[i];
+    }
+    CHECK(fabs(e_y - e_x) < 0.1 * e_x, "energy kept (%g vs %g)", e_y, e_x);
+    CHECK(e_gap < 1e-4 * e_x, "the silent end stays silent (%g)", e_gap / e_x);
+    /* A model's output undershoots: negative and NaN magnitudes are silence, not NaN. */
+    for (size_t i = 0; i < n; i++) mag[i] = (i % 3 == 0) ? -mag[i] : (i % 7 == 0 ? NAN : mag[i]);
+    CHECK_OK(nf_stft_mag_decode(s, mag, 1, L, power, log_floor, 8, y));
+    int finite = 1;
+    for (int i = 0; i < L; i++) finite &= isfinite(y[i]);
+    CHECK(finite, "%s", "negative and NaN magnitudes decode to finite audio");
+    CHECK(nf_stft_mag_decode(s, mag, 1, L, power, log_floor, -1, y) == NF_ERR_ARG, "%s", "negative iteration count refused");
+    free(x); free(y); free(y2); free(mag); free(lin); free(re); free(im);
+    nf_stft_free(s);
 }
 
 int main(void)
@@ -205,5 +317,7 @@ int main(void)
     test_reconstruction();
     test_layout();
     test_repr();
+    test_magnitude(0.5f, 0.0f);
+    test_magnitude(1.0f, nf_repr_log_floor(128));
     return nf_test_done();
 }

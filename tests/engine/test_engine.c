@@ -17,8 +17,8 @@ static char dir[64];
 static void make_model(const char *path, const char *repr, int classes, const char *objective)
 {
     nf_unet_config c = {0};
-    int stft = !strcmp(repr, "stft");
-    c.in_ch = stft ? 2 * (32 / 2 + 1) : 1;
+    int stft = !strcmp(repr, "stft"), mag = !strcmp(repr, "mag");
+    c.in_ch = stft ? 2 * (32 / 2 + 1) : mag ? 32 / 2 + 1 : 1;
     c.out_ch = c.in_ch;
     c.base = 16;
     c.n_levels = 2;
@@ -35,7 +35,7 @@ static void make_model(const char *path, const char *repr, int classes, const ch
     nf_model_desc d;
     nf_model_desc_init(&d);
     snprintf(d.representation, sizeof d.representation, "%s", repr);
-    if (stft) {
+    if (stft || mag) {
         d.n_fft = 32;
         d.hop = 8;
         d.compress_power = 0.5f;
@@ -193,6 +193,7 @@ int main(void)
     if (!mkdtemp(dir)) return 1;
     test_generate("wave");
     test_generate("stft");
+    test_generate("mag");
     test_load_errors();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
