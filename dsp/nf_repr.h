@@ -4,8 +4,9 @@
  * - "wave": identity (Cm = C, Lm = L), times the normalisation scale.
  * - "stft": the compressed STFT layout of nf_stft.h (Cm = 2 (n_fft/2 + 1) C,
  *   Lm = 1 + L / hop), times the normalisation scale.
- * - "mag": the compressed STFT magnitudes alone (Cm = (n_fft/2 + 1) C, Lm as "stft"),
- *   times the scale; decoding finds a phase with fast Griffin-Lim (nf_stft.h). The model
+ * - "mag": the compressed STFT magnitudes (Cm = (n_fft/2 + 1 + phase_bins) C, Lm as
+ *   "stft"; the lowest phase_bins bins keep their phase), times the scale; decoding finds
+ *   the other phases with fast Griffin-Lim (nf_stft.h). The model
  *   then only has to learn spectral envelopes: noise-like sounds (hats, cymbals, claps)
  *   are a smooth magnitude plus an invented phase, where in the complex layout their
  *   random phase makes every coefficient look like the diffusion noise itself and a
@@ -35,6 +36,7 @@ typedef struct {
     int gl_iters; /* mag: Griffin-Lim iterations when decoding (0: NF_REPR_GL_ITERS) */
     float log_floor; /* mag: > 0 compresses log(1 + |X| / log_floor) instead of |X|^power
                       * (nf_repr_log_floor gives the usual value) */
+    int phase_bins;  /* mag: the lowest bins kept as complex values (nf_stft.h) */
     float scale;  /* normalisation multiplier (0: 1) */
 } nf_repr_config;
 

@@ -61,20 +61,25 @@ nf_status nf_stft_encode_batch(nf_stft *s, const float *audio, int B, int C, int
 nf_status nf_stft_decode_batch(nf_stft *s, const float *spec, int B, int C, int L, float power,
                                float *audio);
 
-/* Magnitude layout of C channels: a [bins * C][frames] array, row c*bins + k = g(|X[k]|)
- * (the phase is dropped), with the compression g(m) = m^p, or with log_floor > 0
- * g(m) = log(1 + m / log_floor): silence is 0, a level log_floor is log 2, and each
- * further factor e adds about 1, so quiet tails and loud hits get the same resolution. The inverse has to invent a phase: nf_stft_mag_decode runs
- * the fast Griffin-Lim algorithm (Perraudin, Balazs & Sondergaard 2013: Griffin & Lim's
- * projections with momentum 0.99) for `iters` iterations from a fixed pseudo-random
- * start phase, so the same magnitudes always give the same audio. Negative values
- * (a model's output can undershoot) count as 0. Decoding allocates its own scratch
- * (a few arrays of bins x frames): not real-time safe. */
-int nf_stft_mag_channels(const nf_stft *s, int C);
+/* Magnitude layout of C channels, for a model that should not have to learn phase: per
+ * channel, first the compressed complex values of the lowest P = phase_bins bins (rows
+ * Re Y[0..P-1], then Im Y[0..P-1], Y = g(|X|) X / |X|), then the compressed magnitudes
+ * g(|X[k]|) of bins k = P..bins-1 (their phase is dropped): (bins + P) rows per channel,
+ * [frames] columns. g(m) = m^p, or with log_floor > 0 g(m) = log(1 + m / log_floor):
+ * silence is 0, the level log_floor is log 2, and each further factor e adds about 1, so
+ * quiet tails and loud hits get the same resolution.
+ * The decoder has to invent the dropped phases: nf_stft_mag_decode runs the fast
+ * Griffin-Lim algorithm (Perraudin, Balazs & Sondergaard 2013: Griffin & Lim's
+ * projections with momentum 0.99) for `iters` iterations from a fixed pseudo-random start
+ * phase, keeping the first P bins at their given complex values; so the same input always
+ * gives the same audio. Low partials (a kick's fundamental spans one or two bins) are
+ * where phase retrieval is weakest, hence phase_bins. Negative or NaN values (a model's
+ * output can undershoot) count as 0. Both calls allocate scratch: not real-time safe. */
+int nf_stft_mag_channels(const nf_stft *s, int C, int phase_bins);
 nf_status nf_stft_mag_encode(nf_stft *s, const float *audio, int C, int L, float power, float log_floor,
-                             float *mag);
-nf_status nf_stft_mag_decode(nf_stft *s, const float *mag, int C, int L, float power, float log_floor,
-                             int iters, float *audio);
+                             int phase_bins, float *out);
+nf_status nf_stft_mag_decode(nf_stft *s, const float *in, int C, int L, float power, float log_floor,
+                             int phase_bins, int iters, float *audio);
 /* The amplitude compression on its own, in place on n complex values re[i*stride],
  * im[i*stride] (stride 1: separate arrays; stride 2 with im = re + 1: interleaved):
  * Y = |X|^p X/|X|. nf_stft_expand is its inverse. */

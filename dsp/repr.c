@@ -79,6 +79,12 @@ nf_status nf_repr_create(const nf_repr_config *cfg, nf_repr **out)
             return s;
         }
         r->cfg.hop = nf_stft_hop(r->stft);
+        if (r->cfg.kind != NF_REPR_MAG) r->cfg.phase_bins = 0;
+        if (r->cfg.phase_bins < 0 || r->cfg.phase_bins > nf_stft_bins(r->stft)) {
+            int pb = r->cfg.phase_bins, bins = nf_stft_bins(r->stft);
+            nf_repr_free(r);
+            return nf_fail(NF_ERR_ARG, "representation: phase bins must be in 0..%d (got %d)", bins, pb);
+        }
     }
     *out = r;
     return NF_OK;
@@ -96,7 +102,7 @@ const nf_repr_config *nf_repr_get_config(const nf_repr *r) { return &r->cfg; }
 int nf_repr_channels(const nf_repr *r)
 {
     if (!r->stft) return r->cfg.channels;
-    return r->cfg.kind == NF_REPR_MAG ? nf_stft_mag_channels(r->stft, r->cfg.channels)
+    return r->cfg.kind == NF_REPR_MAG ? nf_stft_mag_channels(r->stft, r->cfg.channels, r->cfg.phase_bins)
                                       : nf_stft_layout_channels(r->stft, r->cfg.channels);
 }
 
@@ -122,7 +128,7 @@ nf_status nf_repr_encode(nf_repr *r, const float *audio, int B, int L, float *x)
         size_t per_in = (size_t)C * L, per_out = n / (size_t)B;
         for (int b = 0; b < B; b++) {
             nf_status s = nf_stft_mag_encode(r->stft, audio + b * per_in, C, L, r->cfg.power, r->cfg.log_floor,
-                                             x + b * per_out);
+                                             r->cfg.phase_bins, x + b * per_out);
             if (s) return s;
         }
     } else {
@@ -155,7 +161,8 @@ nf_status nf_repr_decode(nf_repr *r, const float *x, int B, int L, float *audio)
     for (int b = 0; b < B && !s; b++) {
         for (size_t i = 0; i < per; i++) tmp[i] = x[b * per + i] * inv;
         float *a = audio + (size_t)b * C * L;
-        s = r->cfg.kind == NF_REPR_MAG ? nf_stft_mag_decode(r->stft, tmp, C, L, r->cfg.power, r->cfg.log_floor, r->cfg.gl_iters, a)
+        s = r->cfg.kind == NF_REPR_MAG ? nf_stft_mag_decode(r->stft, tmp, C, L, r->cfg.power, r->cfg.log_floor,
+                                                            r->cfg.phase_bins, r->cfg.gl_iters, a)
                                        : nf_stft_decode(r->stft, tmp, C, L, r->cfg.power, a);
     }
     free(tmp);

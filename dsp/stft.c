@@ -215,28 +215,63 @@ nf_status nf_stft_decode_batch(nf_stft *s, const float *spec, int B, int C, int 
     return NF_OK;
 }
 
-/* ------------------------------------------------ magnitude-only layout --- */
+/* ------------------------------------------------ magnitude layout --- */
 
-int nf_stft_mag_channels(const nf_stft *s, int C) { return s->bins * C; }
+int nf_stft_mag_channels(const nf_stft *s, int C, int phase_bins)
+{
+    if (phase_bins < 0) phase_bins = 0;
+    if (phase_bins > s->bins) phase_bins = s->bins;
+    return (s->bins + phase_bins) * C;
+}
 
-nf_status nf_stft_mag_encode(nf_stft *s, const float *audio, int C, int L, float power, float log_floor,
-                             float *mag)
+/* The amplitude compression g and its inverse (see nf_stft.h). */
+static inline float mag_compress(float m, float power, float log_floor)
+{
+    return log_floor > 0 ? log1pf(m / log_floor) : power == 1.0f ? m : powf(m, power);
+}
+
+static inline float mag_expand(float v, float power, float log_floor)
+{
+    if (!(v > 0)) return 0.0f; /* negative (a model undershooting) or NaN: silence */
+    return log_floor > 0 ? log_floor * expm1f(v > 80.0f ? 80.0f : v) : power == 1.0f ? v : powf(v, 1.0f / power);
+}
+
+static nf_status check_mag_args(const nf_stft *s, int C, float power, float log_floor, int phase_bins)
 {
     if (C < 1) return nf_fail(NF_ERR_ARG, "STFT: bad channel count %d", C);
     if (!(power > 0)) return nf_fail(NF_ERR_ARG, "STFT: compression power must be > 0 (got %g)", power);
-    const size_t plane = (size_t)s->bins * nf_stft_frames(s, L);
-    float *im = malloc(plane * sizeof(float));
-    if (!im) return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
-    nf_status st = NF_OK;
+    if (!(log_floor >= 0)) return nf_fail(NF_ERR_ARG, "STFT: bad log floor %g", log_floor);
+    if (phase_bins < 0 || phase_bins > s->bins)
+        return nf_fail(NF_ERR_ARG, "STFT: phase bins must be in 0..%d (got %d)", s->bins, phase_bins);
+    return NF_OK;
+}
+
+nf_status nf_stft_mag_encode(nf_stft *s, const float *audio, int C, int L, float power, float log_floor,
+                             int phase_bins, float *out)
+{
+    nf_status st = check_mag_args(s, C, power, log_floor, phase_bins);
+    if (st) return st;
+    const int F = nf_stft_frames(s, L), P = phase_bins;
+    const size_t plane = (size_t)s->bins * F, per = (size_t)(s->bins + P) * F;
+    float *buf = malloc(2 * plane * sizeof(float));
+    if (!buf) return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
+    float *re = buf, *im = buf + plane;
     for (int c = 0; c < C && !st; c++) {
-        float *re = mag + (size_t)c * plane;
+        float *o = out + (size_t)c * per;
         st = nf_stft_forward(s, audio + (size_t)c * L, L, re, im);
         for (size_t i = 0; i < plane && !st; i++) {
-            float m = hypotf(re[i], im[i]);
-            re[i] = log_floor > 0 ? log1pf(m / log_floor) : power == 1.0f ? m : powf(m, power);
+            size_t k = i / (size_t)F, f = i % (size_t)F;
+            float m = hypotf(re[i], im[i]), g = mag_compress(m, power, log_floor);
+            if (k < (size_t)P) { /* phase kept: the compressed complex value */
+                float u = m > 0 ? g / m : 0.0f;
+                o[k * F + f] = re[i] * u;
+                o[(P + k) * F + f] = im[i] * u;
+            } else {
+                o[(P + k) * F + f] = g;
+            }
         }
     }
-    free(im);
+    free(buf);
     return st;
 }
 
@@ -251,35 +286,48 @@ static double start_phase(size_t i)
     return (double)(z >> 11) * (2.0 * M_PI / 9007199254740992.0);
 }
 
-nf_status nf_stft_mag_decode(nf_stft *s, const float *mag, int C, int L, float power, float log_floor,
-                             int iters, float *audio)
+nf_status nf_stft_mag_decode(nf_stft *s, const float *in, int C, int L, float power, float log_floor,
+                             int phase_bins, int iters, float *audio)
 {
-    if (C < 1) return nf_fail(NF_ERR_ARG, "ISTFT: bad channel count %d", C);
-    if (!(power > 0)) return nf_fail(NF_ERR_ARG, "ISTFT: compression power must be > 0 (got %g)", power);
+    nf_status st = check_mag_args(s, C, power, log_floor, phase_bins);
+    if (st) return st;
     if (iters < 0) return nf_fail(NF_ERR_ARG, "ISTFT: bad Griffin-Lim iteration count %d", iters);
     const float momentum = 0.99f;
-    const size_t plane = (size_t)s->bins * nf_stft_frames(s, L);
+    const int F = nf_stft_frames(s, L), P = phase_bins;
+    const size_t plane = (size_t)s->bins * F, per = (size_t)(s->bins + P) * F, fixed = (size_t)P * F;
     /* m: target magnitudes; (xr, xi): the spectrum fed to the next ISTFT; (tr, ti): the
-     * last projection onto consistent spectra with the target magnitudes. */
+     * last projection onto spectra with the target magnitudes (and, in the first P bins,
+     * the given complex values). */
     float *buf = malloc(5 * plane * sizeof(float));
     if (!buf) return nf_fail(NF_ERR_NOMEM, "ISTFT: out of memory for Griffin-Lim");
     float *m = buf, *xr = buf + plane, *xi = xr + plane, *tr = xi + plane, *ti = tr + plane;
-    nf_status st = NF_OK;
     for (int c = 0; c < C && !st; c++) {
-        const float *in = mag + (size_t)c * plane;
+        const float *x = in + (size_t)c * per;
         float *y = audio + (size_t)c * L;
-        const float q = 1.0f / power;
         for (size_t i = 0; i < plane; i++) {
-            float v = in[i] > 0 ? in[i] : 0.0f; /* also maps NaN to 0 */
-            m[i] = log_floor > 0 ? log_floor * expm1f(v > 80.0f ? 80.0f : v) : q == 1.0f ? v : powf(v, q);
-            double ph = start_phase(i);
-            tr[i] = xr[i] = m[i] * (float)cos(ph);
-            ti[i] = xi[i] = m[i] * (float)sin(ph);
+            if (i < fixed) {
+                float a = x[i], b = x[fixed + i];
+                if (!isfinite(a) || !isfinite(b)) a = b = 0.0f; /* a NaN from a model: silence */
+                float g = hypotf(a, b), e = mag_expand(g, power, log_floor), u = g > 0 ? e / g : 0.0f;
+                tr[i] = xr[i] = a * u;
+                ti[i] = xi[i] = b * u;
+                m[i] = 0; /* unused: fixed bins are not projected */
+            } else {
+                m[i] = mag_expand(x[fixed + i], power, log_floor);
+                double ph = start_phase(i);
+                tr[i] = xr[i] = m[i] * (float)cos(ph);
+                ti[i] = xi[i] = m[i] * (float)sin(ph);
+            }
         }
         for (int it = 0; it < iters && !st; it++) {
             st = nf_stft_inverse(s, xr, xi, L, y);
             if (!st) st = nf_stft_forward(s, y, L, xr, xi); /* (xr, xi) = STFT(ISTFT(x)) */
             for (size_t i = 0; i < plane && !st; i++) {
+                if (i < fixed) { /* known phase: the given value, every time */
+                    xr[i] = tr[i];
+                    xi[i] = ti[i];
+                    continue;
+                }
                 float a = hypotf(xr[i], xi[i]);
                 float pr, pi; /* the projection: the target magnitude with this phase */
                 if (a > 0) {

@@ -40,6 +40,7 @@ typedef struct {
     int n_fft, hop;           /* stft frames (0 for wave) */
     float compress_power;     /* stft/mag amplitude compression |X|^p (1: none) */
     float log_floor;          /* mag: > 0: log(1 + |X|/log_floor) instead (key optional, 0) */
+    int phase_bins;           /* mag: low bins kept complex (key optional, 0) */
     float norm_scale;         /* data are multiplied by this before diffusion */
     int sample_rate;          /* Hz */
     int channels;             /* 1 or 2 */

@@ -68,6 +68,7 @@ typedef struct {
     int repr;                 /* nf_repr_kind: 0 wave, 1 stft, 2 mag */
     int n_fft, hop;           /* stft, mag (512, 0 = n_fft/4) */
     int log_mag;              /* mag: log compression (nf_repr_log_floor) instead of sqrt */
+    int phase_bins;           /* mag: lowest bins kept complex */
 
     /* ---- network ---- */
     const char *preset;       /* "tiny", "small", "base" (NULL: "small"); ignored when

@@ -503,6 +503,7 @@ nf_status nf_train(const nf_train_config *c)
         rc.n_fft = c->n_fft;
         rc.hop = c->hop;
         if (c->repr == NF_REPR_MAG && c->log_mag) rc.log_floor = nf_repr_log_floor(c->n_fft ? c->n_fft : 512);
+        if (c->repr == NF_REPR_MAG) rc.phase_bins = c->phase_bins;
     }
     if ((st = nf_repr_create(&rc, &tr->repr))) goto done;
     float scale = 1.0f;
@@ -703,6 +704,7 @@ static void fill_desc(trainer *tr, long long step, nf_model_desc *d)
     d->hop = c->repr ? rc->hop : 0;
     d->compress_power = c->repr ? rc->power : 1.0f;
     d->log_floor = rc->kind == NF_REPR_MAG ? rc->log_floor : 0.0f;
+    d->phase_bins = rc->kind == NF_REPR_MAG ? rc->phase_bins : 0;
     d->norm_scale = rc->scale;
     d->sample_rate = c->sample_rate;
     d->channels = tr->C;
