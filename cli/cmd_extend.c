@@ -11,21 +11,35 @@ static int run(int argc, char **argv)
     nf_render_opts r;
     nf_render_opts_default(&r);
     double seconds = 1.0;
+    int particles = 0;
     const nf_opt opts[] = {
         NF_RENDER_OPTS(r),
         {"count", 'n', NF_OPT_INT, &r.count, NULL, "continuations to render", 1, 10000, NULL, NULL},
         {"seconds", 's', NF_OPT_DOUBLE, &seconds, NULL, "seconds to add after the end", 0.001, 600, NULL, NULL},
+        {"particles", 0, NF_OPT_INT, &particles, "K",
+         "K candidates per window for a faithful continuation (0: off; K times the compute)", 0, 1024, NULL, NULL},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL},
     };
     const nf_opt_spec spec = {"extend", "[-m MODEL] IN.wav --seconds S -o DIR [options]",
                               "Continue a sound for S seconds. The model works on windows of its own length: each\n"
                               "window keeps the last half-window of what exists and generates the rest, so the\n"
-                              "output is IN followed by S seconds of continuation (IN_extend_SEED.wav).",
+                              "output is IN followed by S seconds of continuation (IN_extend_SEED.wav).\n"
+                              "\n"
+                              "By default each window is filled the quick way (RePaint), which only approximately\n"
+                              "follows on from the kept half. --particles K (sequential Monte Carlo, SMCDiff) runs\n"
+                              "K candidates per window and keeps, step by step, the ones that agree with the kept\n"
+                              "audio; the more candidates, the closer the continuation comes to what the model\n"
+                              "would make given what came before. It costs K times the compute and memory, and\n"
+                              "needs --sampler ddpm with many steps (--steps 0, every training step, or at least\n"
+                              "about 250: with few steps the candidates are chosen wrongly) or --sampler ddim with\n"
+                              "--eta above 0.",
                               opts, 1, 1};
     char *pos[1];
     int npos;
     int rc = nf_opt_parse(&spec, argc, argv, pos, 1, &npos, stderr);
     if (rc >= 0) return rc;
+    if (particles > 1 && !(r.sampler == NF_SAMPLER_DDPM || (r.sampler == NF_SAMPLER_DDIM && r.eta > 0)))
+        return nf_cli_error("--particles needs --sampler ddpm, or --sampler ddim with --eta above 0"), 2;
     nf_model *m;
     const char *model_path;
     nf_gen_params p;
@@ -76,6 +90,7 @@ static int run(int argc, char **argv)
             p.init_audio = win;
             p.known_mask = mask;
             p.strength = 1.0f;
+            p.particles = particles;
             /* Each window draws its own noise, still a pure function of the seed. */
             p.seed = seed + (uint64_t)w * 0x9E3779B97F4A7C15ull;
             double t0 = nf_now();
@@ -97,6 +112,8 @@ static int run(int argc, char **argv)
         nf_jw_string(&jw, pos[0]);
         nf_jw_key(&jw, "seconds");
         nf_jw_double(&jw, seconds);
+        nf_jw_key(&jw, "particles");
+        nf_jw_int(&jw, particles);
         nf_jw_key(&jw, "rate");
         nf_jw_int(&jw, fmt.rate > 0 ? fmt.rate : info->sample_rate);
         nf_jw_end_object(&jw);

@@ -1,4 +1,5 @@
-/* noisefloor inpaint: regenerate a region of a sound, keeping the rest (RePaint). */
+/* noisefloor inpaint: regenerate a region of a sound, keeping the rest (RePaint, or
+ * SMC with --particles). */
 #include "render.h"
 
 #include <stdio.h>
@@ -9,25 +10,42 @@ static int run(int argc, char **argv)
     nf_render_opts r;
     nf_render_opts_default(&r);
     const char *region = NULL;
-    int jumps = 0;
+    int jumps = 0, particles = 0;
     const nf_opt opts[] = {
         NF_RENDER_OPTS(r),
         {"count", 'n', NF_OPT_INT, &r.count, NULL, "versions to render", 1, 100000, NULL, NULL},
         {"region", 0, NF_OPT_STRING, &region, "A:B",
          "region to regenerate: fractions of the clip (0.2:0.35) or seconds (0.1s:0.25s)", 0, 0, NULL, NULL},
         {"jumps", 0, NF_OPT_INT, &jumps, NULL, "RePaint resampling per step (0: off)", 0, 100, NULL, NULL},
+        {"particles", 0, NF_OPT_INT, &particles, "K",
+         "K candidates per sound for a faithful fill (0: off; K times the compute)", 0, 1024, NULL, NULL},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, NULL, NULL},
     };
     const nf_opt_spec spec = {"inpaint", "[-m MODEL] IN.wav --region A:B -o DIR [options]",
                               "Regenerate the region A:B of a sound and keep the rest. A and B are fractions of\n"
                               "the clip (0.20:0.35) or, with an 's' suffix, seconds (0.10s:0.25s). The sound is\n"
-                              "first cropped or padded to the model's length. Files are named IN_inpaint_SEED.wav.",
+                              "first cropped or padded to the model's length. Files are named IN_inpaint_SEED.wav.\n"
+                              "\n"
+                              "By default the region is filled the quick way (RePaint), which only approximates\n"
+                              "what the model would make around the kept audio. --particles K (sequential Monte\n"
+                              "Carlo, SMCDiff) runs K candidates for each sound and keeps, step by step, the ones\n"
+                              "that agree with the kept audio; the more candidates, the closer the fill comes to\n"
+                              "what the model would make given the rest. Each sound costs K times the compute of a\n"
+                              "plain render (and takes K of the --batch rows of a network call). It needs --sampler\n"
+                              "ddpm with many steps (--steps 0, every training step, or at least about 250: with\n"
+                              "few steps the candidates are chosen wrongly) or --sampler ddim with --eta above 0,\n"
+                              "and does not combine with --jumps.",
                               opts, 1, 1};
     char *pos[1];
     int npos;
     int rc = nf_opt_parse(&spec, argc, argv, pos, 1, &npos, stderr);
     if (rc >= 0) return rc;
     if (!region) return nf_cli_error("inpaint: missing --region A:B"), 2;
+    if (particles > 1 && !(r.sampler == NF_SAMPLER_DDPM || (r.sampler == NF_SAMPLER_DDIM && r.eta > 0)))
+        return nf_cli_error("--particles needs --sampler ddpm, or --sampler ddim with --eta above 0"), 2;
+    if (particles > 1 && jumps > 0) return nf_cli_error("--particles and --jumps do not combine: use one of them"), 2;
+    /* --batch counts network rows: with K particles a sound takes K of them. */
+    if (particles > 1) r.batch = r.batch / particles > 0 ? r.batch / particles : 1;
     double a, b;
     int as, bs;
     if (nf_opt_parse_region(region, &a, &as, &b, &bs))
@@ -62,10 +80,12 @@ static int run(int argc, char **argv)
     p.known_mask = mask;
     p.strength = 1.0f;
     p.repaint_jumps = jumps;
+    p.particles = particles;
     char base[256];
     nf_cli_basename(pos[0], base, sizeof base);
-    nf_meta_kv extra[] = {{"region_start", i0, NULL}, {"region_end", i1, NULL}, {"repaint_jumps", jumps, NULL}};
-    rc = nf_render_edit_batch(&r, m, model_path, &p, &fmt, "inpaint", base, "inpaint", pos[0], extra, 3);
+    nf_meta_kv extra[] = {{"region_start", i0, NULL}, {"region_end", i1, NULL}, {"repaint_jumps", jumps, NULL},
+                          {"particles", particles, NULL}};
+    rc = nf_render_edit_batch(&r, m, model_path, &p, &fmt, "inpaint", base, "inpaint", pos[0], extra, 4);
     free(audio);
     free(mask);
     return rc;

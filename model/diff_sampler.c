@@ -8,6 +8,7 @@
  *   classifier-free    Ho & Salimans 2021 eq. 6
  *   classifier         Dhariwal & Nichol 2021 Algorithms 1 (mean shift) and 2 (eps form)
  *   SDEdit             Meng et al. 2022;  RePaint  Lugmayr et al. 2022
+ *   SMC inpainting     Trippe et al. 2022 ("SMCDiff") Algorithm 1
  *
  * State: DDPM, DDIM and DPM-Solver++ keep x_t (variance preserving, "VP"). Euler ancestral
  * and Langevin keep x_t / sqrt(abar_t) (the variance-exploding view, "VE": data plus noise
@@ -15,10 +16,15 @@
  * always called on the VP x_t = sqrt(abar) x_VE.
  *
  * Noise: draw number d of the render uses stream nf_stream_id("sampler-noise", d, 0) and
- * example k uses seed + k, so every example is independent of the batch it is in. */
+ * example k uses seed + k, so every example is independent of the batch it is in.
+ * SMC inpainting keeps K particles per example as rows b K + j of the state; all of
+ * example b's draws (particle j's start noise and proposals, the known region's
+ * trajectory, resampling and the final pick) use seed + b too, on the streams named in
+ * the SMC section below. */
 #include "nf_diffusion.h"
 #include "nf_rng.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,20 +33,25 @@ struct nf_sampler {
     nf_sampler_config c;
     nf_schedule rs;       /* the respaced schedule the sampler walks (Langevin: levels) */
     int B, C, L, oc;      /* oc: model output channels (C or 2C) */
+    int K;                /* SMC particles per example (1: no SMC) */
+    int R;                /* rows of the state and of a model call: B * K */
     size_t n;             /* C * L */
     int ve;               /* state in VE coordinates */
     int use_cfg;
-    float *x;             /* [B, n] state */
-    float *xin;           /* [2B, n] model input */
-    float *tin;           /* [2B] */
-    int *yin;             /* [2B] */
-    int *y;               /* [B] */
+    float *x;             /* [R, n] state */
+    float *xin;           /* [2R, n] model input */
+    float *tin;           /* [2R] */
+    int *yin;             /* [2R] */
+    int *y;               /* [R] (row r: example r / K's label) */
     int has_y;
-    float *mout;          /* [2B, oc, L] */
-    float *eps, *x0, *v;  /* [B, n] guided eps and x0; learned-variance values */
-    float *grad;          /* [B, n] classifier gradient */
-    float *noise;         /* [B, n] */
-    float *x0_old;        /* [B, n] DPM-Solver++ history */
+    float *mout;          /* [2R, oc, L] */
+    float *eps, *x0, *v;  /* [R, n] guided eps and x0; learned-variance values */
+    float *grad;          /* [R, n] classifier gradient */
+    float *noise;         /* [R, n] */
+    float *x0_old;        /* [R, n] DPM-Solver++ history */
+    float *known;         /* [B, n] SMC: the known region's noised trajectory, current level */
+    double *logw;         /* [R] SMC log weights (relative, per example) */
+    int *anc;             /* [R] SMC: the particle (row) each row's next step starts from */
     nf_denoiser_fn fn;
     void *ctx;
     uint64_t seed;
@@ -94,6 +105,9 @@ void nf_sampler_free(nf_sampler *s)
     free(s->grad);
     free(s->noise);
     free(s->x0_old);
+    free(s->known);
+    free(s->logw);
+    free(s->anc);
     free(s);
 }
 
@@ -115,6 +129,17 @@ nf_status nf_sampler_create(const nf_schedule *train, const nf_sampler_config *c
     if (c->kind == NF_SAMPLER_LANGEVIN && c->langevin_steps < 1)
         return nf_fail(NF_ERR_ARG, "sampler: Langevin needs at least one step per level");
     if (train->T != train->T_train) return nf_fail(NF_ERR_ARG, "sampler: needs the training schedule, not a respaced one");
+    if (c->particles < 0) return nf_fail(NF_ERR_ARG, "sampler: particles = %d is negative", c->particles);
+    if (c->particles > 1) {
+        if (!c->mask) return nf_fail(NF_ERR_ARG, "sampler: particles (SMC inpainting) need a mask of the known region");
+        if (c->kind != NF_SAMPLER_DDPM && !(c->kind == NF_SAMPLER_DDIM && c->eta > 0))
+            return nf_fail(NF_ERR_ARG, "sampler: particles (SMC inpainting) need the DDPM sampler, or DDIM with eta > 0");
+        if (c->repaint_jumps > 0) return nf_fail(NF_ERR_ARG, "sampler: particles (SMC inpainting) do not combine with RePaint jumps");
+        if (c->strength < 1) return nf_fail(NF_ERR_ARG, "sampler: particles (SMC inpainting) need strength 1 (no variation)");
+        if (c->start_noise) return nf_fail(NF_ERR_ARG, "sampler: particles (SMC inpainting) draw their own start noise");
+        if ((long long)B * c->particles > INT_MAX / 2)
+            return nf_fail(NF_ERR_ARG, "sampler: %d examples x %d particles is too many", B, c->particles);
+    }
 
     nf_sampler *s = calloc(1, sizeof *s);
     if (!s) return nf_fail(NF_ERR_NOMEM, "sampler: out of memory");
@@ -122,6 +147,8 @@ nf_status nf_sampler_create(const nf_schedule *train, const nf_sampler_config *c
     s->B = B;
     s->C = C;
     s->L = L;
+    s->K = c->particles > 1 ? c->particles : 1;
+    s->R = B * s->K;
     s->n = (size_t)C * L;
     s->oc = c->learned_var ? 2 * C : C;
     s->ve = c->kind == NF_SAMPLER_EULER_A || c->kind == NF_SAMPLER_LANGEVIN;
@@ -134,23 +161,31 @@ nf_status nf_sampler_create(const nf_schedule *train, const nf_sampler_config *c
         free(s);
         return st;
     }
-    size_t bn = (size_t)B * s->n;
+    int R = s->R;
+    size_t bn = (size_t)R * s->n;
     s->x = malloc(sizeof(float) * bn);
     s->xin = malloc(sizeof(float) * 2 * bn);
-    s->tin = malloc(sizeof(float) * 2 * (size_t)B);
-    s->yin = malloc(sizeof(int) * 2 * (size_t)B);
-    s->y = malloc(sizeof(int) * (size_t)B);
-    s->mout = malloc(sizeof(float) * 2 * (size_t)B * s->oc * L);
+    s->tin = malloc(sizeof(float) * 2 * (size_t)R);
+    s->yin = malloc(sizeof(int) * 2 * (size_t)R);
+    s->y = malloc(sizeof(int) * (size_t)R);
+    s->mout = malloc(sizeof(float) * 2 * (size_t)R * s->oc * L);
     s->eps = malloc(sizeof(float) * bn);
     s->x0 = malloc(sizeof(float) * bn);
     s->v = malloc(sizeof(float) * bn);
     s->grad = malloc(sizeof(float) * bn);
     s->noise = malloc(sizeof(float) * bn);
     s->x0_old = malloc(sizeof(float) * bn);
+    int smc_ok = 1;
+    if (s->K > 1) {
+        s->known = malloc(sizeof(float) * (size_t)B * s->n);
+        s->logw = malloc(sizeof(double) * (size_t)R);
+        s->anc = malloc(sizeof(int) * (size_t)R);
+        smc_ok = s->known && s->logw && s->anc;
+    }
     if (!s->x || !s->xin || !s->tin || !s->yin || !s->y || !s->mout || !s->eps || !s->x0 || !s->v ||
-        !s->grad || !s->noise || !s->x0_old) {
+        !s->grad || !s->noise || !s->x0_old || !smc_ok) {
         nf_sampler_free(s);
-        return nf_fail(NF_ERR_NOMEM, "sampler: out of memory for [%d, %d, %d]", B, C, L);
+        return nf_fail(NF_ERR_NOMEM, "sampler: out of memory for [%d, %d, %d] x %d particles", B, C, L, s->K);
     }
     *out = s;
     return NF_OK;
@@ -201,6 +236,87 @@ static void replace_known(nf_sampler *s, int i)
             }
 }
 
+/* ------------------------------------------------- SMC inpainting (SMCDiff) ---
+ *
+ * Trippe et al. 2022, Algorithm 1, on the respaced schedule. Write y for the known
+ * coordinates (mask 1) and u for the unknown ones.
+ *
+ *  1. One noised trajectory y_{N-1}, ..., y_0 of the known region is drawn per example
+ *     from the forward chain q(y_i | y_{i-1}) = N(sqrt(alpha_i) y_{i-1}, (1 - alpha_i) I)
+ *     (alpha_i = abar_i / abar_{i-1}, the respaced step), started at y_{-1} = init. We
+ *     draw it top-down, y_{N-1} ~ q(y_{N-1} | y_{-1}) and then y_{i-1} ~ q(y_{i-1} | y_i,
+ *     y_{-1}) (the posterior of nf_q_posterior_coefs): the same joint law as running the
+ *     chain forward, but with one level in memory at a time. It is one trajectory, not a
+ *     fresh q(y_i | init) per step as replacement draws: that independence is what keeps
+ *     replacement from the true conditional.
+ *  2. K particles x^j start from N(0, I) with their known part set to y_{N-1}.
+ *  3. At step i (x_i -> x_{i-1}) every particle gets the reverse step's Gaussian
+ *     N(mu_j, var I) (DDPM posterior form, or DDIM eq. 12 with sigma > 0). The step's
+ *     covariance is diagonal, so it factorises into a known and an unknown part: the
+ *     particle's weight is multiplied by the density of the trajectory's next value,
+ *     N(y_{i-1}; mu_j[known], var), which does not depend on the unknown part drawn
+ *     next ("fully adapted": weight and resample first, then propose).
+ *  4. When the effective sample size (sum w)^2 / sum w^2 of an example falls below K/2,
+ *     its particles are resampled systematically (one uniform per example and step)
+ *     and the weights reset; otherwise each particle continues from itself.
+ *  5. Each particle draws its unknown part from N(mu_a[unknown], var) (a: the particle it
+ *     continues from) and sets its known part to y_{i-1}.
+ *  6. After the last step one particle per example is picked by its final weight (one
+ *     uniform per example) and the known region is set to init exactly.
+ *
+ * The weighted particles target p_model(u_i | y_{i..N-1}) at each level. If the model's
+ * reverse chain were the exact time reversal of the forward chain, that would be
+ * q(u_i | y_{i..N-1}), and at the end q(u_0 | y_{0..N-1}) = p(u_0 | init), because under
+ * q the known region's trajectory depends on the data only through init: so as K grows
+ * the result tends to the true conditional, up to the sampler's discretisation (which
+ * shrinks with the number of steps; with few steps, e.g. 50, it is large). This holds for
+ * DDPM and for DDIM at eta = 1 (the same chain). DDIM with eta < 1 keeps the marginals
+ * but its chain is not the time reversal of the forward one, so its particles are
+ * weighted against the wrong path law and it stays biased as K and the steps grow
+ * (tests/diffusion/test_editing.c measures by how much). Weights are kept as logs per
+ * particle, relative within the example (the maximum is subtracted before
+ * exponentiating), so thousands of known audio samples do not underflow them.
+ *
+ * The last step (i = 0) adds no noise (Ho et al. Algorithm 2), and with beta_tilde (or
+ * DDIM) its variance is 0, which would make the weight a point mass. There the weight
+ * uses sigma^2 = beta_0 (Ho et al.'s other choice, close to the true reverse variance
+ * when the data's variance is well above beta_0); the unknown part still takes the mean.
+ *
+ * Streams (seed + b for example b; j = particle):
+ *   start noise of particle j       nf_stream_id("smc-start", j, 0)
+ *   the trajectory's level l        nf_stream_id("smc-known", l, 0)
+ *   proposal noise at step i        nf_stream_id("smc-proposal", i, j)
+ *   resampling at step i            nf_stream_id("smc-resample", i, 0), number 0
+ *   the final pick                  nf_stream_id("smc-pick", 0, 0), number 0 */
+
+static int is_known(const nf_sampler *s, size_t k) { return s->c.mask[k % (size_t)s->L] >= 0.5f; }
+
+/* Start: the trajectory's top level y_{i0} ~ q(y_{i0} | init), and the particles. */
+static void smc_start(nf_sampler *s, int i0)
+{
+    int B = s->B, K = s->K, R = s->R;
+    size_t n = s->n;
+    double ab = s->rs.alpha_bar[i0], ca = sqrt(ab), cb = sqrt(1.0 - ab);
+    uint64_t ks = nf_stream_id("smc-known", (uint64_t)i0, 0);
+#pragma omp parallel for schedule(static) if (B > 1)
+    for (int b = 0; b < B; b++) {
+        float *y = s->known + (size_t)b * n;
+        const float *x0 = s->c.init + (size_t)b * n;
+        nf_randn(y, n, s->seed + (uint64_t)b, ks, 0);
+        for (size_t k = 0; k < n; k++) y[k] = (float)(ca * x0[k] + cb * y[k]);
+    }
+#pragma omp parallel for schedule(static) if (R > 1)
+    for (int r = 0; r < R; r++) {
+        int b = r / K, j = r % K;
+        float *x = s->x + (size_t)r * n;
+        const float *y = s->known + (size_t)b * n;
+        nf_randn(x, n, s->seed + (uint64_t)b, nf_stream_id("smc-start", (uint64_t)j, 0), 0);
+        for (size_t k = 0; k < n; k++)
+            if (is_known(s, k)) x[k] = y[k];
+        s->logw[r] = 0.0;
+    }
+}
+
 nf_status nf_sampler_init(nf_sampler *s, nf_denoiser_fn fn, void *ctx, const int *y, uint64_t seed)
 {
     if (!fn) return nf_fail(NF_ERR_ARG, "sampler: no denoiser");
@@ -211,7 +327,7 @@ nf_status nf_sampler_init(nf_sampler *s, nf_denoiser_fn fn, void *ctx, const int
     s->have_old = 0;
     s->sub = 0;
     s->has_y = y != NULL;
-    for (int b = 0; b < s->B; b++) s->y[b] = y ? y[b] : -1;
+    for (int r = 0; r < s->R; r++) s->y[r] = y ? y[r / s->K] : -1;
     s->use_cfg = s->has_y && s->c.cfg_scale != 1.0f;
     if (s->c.classifier && !s->has_y) return nf_fail(NF_ERR_ARG, "sampler: classifier guidance needs class labels");
     int N = s->rs.T;
@@ -223,6 +339,12 @@ nf_status nf_sampler_init(nf_sampler *s, nf_denoiser_fn fn, void *ctx, const int
         i0 = k - 1;
     }
     s->denoise_pending = s->c.kind == NF_SAMPLER_LANGEVIN && s->c.langevin_denoise && i0 >= 0;
+    if (s->K > 1) { /* strength 1 (checked at create): i0 = N - 1 */
+        smc_start(s, i0);
+        s->i = i0;
+        s->initialised = 1;
+        return NF_OK;
+    }
     if (i0 < 0) {
         memcpy(s->x, s->c.init, sizeof(float) * bn); /* strength 0: the input itself */
         s->i = -1;
@@ -258,7 +380,7 @@ int nf_sampler_steps_left(const nf_sampler *s)
  * s->x0 (and s->v, s->grad when used). */
 static nf_status model_eval(nf_sampler *s, const float *xvp, int i, int mean_shift_guidance)
 {
-    int B = s->B, B2 = s->use_cfg ? 2 * B : B;
+    int B = s->R, B2 = s->use_cfg ? 2 * B : B;
     size_t n = s->n, on = (size_t)s->oc * s->L;
     double ab = s->rs.alpha_bar[i], sa = sqrt(ab), sb = sqrt(1.0 - ab);
     float t = (float)s->rs.timesteps[i];
@@ -457,6 +579,139 @@ static nf_status langevin_step(nf_sampler *s)
     return NF_OK;
 }
 
+/* One SMC step x_i -> x_{i-1} for all particles (see the SMC section above). */
+static nf_status smc_step(nf_sampler *s, int i)
+{
+    int kind = s->c.kind;
+    nf_status st = model_eval(s, s->x, i, kind == NF_SAMPLER_DDPM);
+    if (st) return st;
+    int B = s->B, K = s->K, R = s->R;
+    size_t n = s->n;
+
+    /* The trajectory's next level y_{i-1} ~ q(y_{i-1} | y_i, init); y_{-1} = init. */
+    if (i > 0) {
+        double cx0, cxt, var;
+        nf_q_posterior_coefs(&s->rs, i, &cx0, &cxt, &var);
+        double sd = sqrt(var);
+        uint64_t ks = nf_stream_id("smc-known", (uint64_t)(i - 1), 0);
+#pragma omp parallel for schedule(static) if (B > 1)
+        for (int b = 0; b < B; b++) {
+            float *y = s->known + (size_t)b * n, *z = s->noise + (size_t)b * n;
+            const float *x0 = s->c.init + (size_t)b * n;
+            nf_randn(z, n, s->seed + (uint64_t)b, ks, 0);
+            for (size_t k = 0; k < n; k++) y[k] = (float)(cx0 * x0[k] + cxt * y[k] + sd * z[k]);
+        }
+    } else {
+        memcpy(s->known, s->c.init, sizeof(float) * (size_t)B * n);
+    }
+
+    /* The reverse step's mean (into x0, in place) and variance: var for all values, or
+     * per value into v (in place) with a learned variance. */
+    double var = 0.0;
+    int learned = kind == NF_SAMPLER_DDPM && s->c.ddpm_var == NF_VAR_LEARNED;
+    double cs = s->c.classifier_scale, logb = log(s->rs.beta[i]);
+    int cls = s->c.classifier != NULL && kind == NF_SAMPLER_DDPM;
+    double cx0 = 0, cxt = 0, sap = 0, dir = 0;
+    if (kind == NF_SAMPLER_DDPM) {
+        nf_q_posterior_coefs(&s->rs, i, &cx0, &cxt, &var);
+        if (s->c.ddpm_var == NF_VAR_BETA) var = s->rs.beta[i];
+    } else { /* DDIM, as ddim_step */
+        double ab = s->rs.alpha_bar[i], abp = s->rs.alpha_bar_prev[i];
+        double sig = s->c.eta * sqrt((1.0 - abp) / (1.0 - ab)) * sqrt(1.0 - ab / abp);
+        dir = 1.0 - abp - sig * sig;
+        dir = dir > 0 ? sqrt(dir) : 0.0;
+        sap = sqrt(abp);
+        var = sig * sig;
+    }
+    /* The weight's variance (see above for i = 0). */
+    double wvar = var > 0 ? var : s->rs.beta[0];
+#pragma omp parallel for schedule(static) if (R > 1)
+    for (int r = 0; r < R; r++) {
+        const float *y = s->known + (size_t)(r / K) * n;
+        double ll = 0.0;
+        for (size_t k = (size_t)r * n; k < (size_t)(r + 1) * n; k++) {
+            double vk = learned ? exp(nf_learned_log_variance(&s->rs, i, s->v[k], logb)) : var;
+            double mean = kind == NF_SAMPLER_DDPM ? cx0 * s->x0[k] + cxt * s->x[k] : sap * s->x0[k] + dir * s->eps[k];
+            if (cls) mean += cs * vk * s->grad[k];
+            s->x0[k] = (float)mean;
+            if (learned) s->v[k] = (float)vk;
+            if (is_known(s, k)) {
+                double wv = vk > 0 ? vk : wvar, d = y[k - (size_t)r * n] - mean;
+                ll -= 0.5 * (d * d / wv + log(wv));
+            }
+        }
+        s->logw[r] += ll;
+    }
+
+    /* Per example: the effective sample size, and systematic resampling below K/2. At
+     * the last step the final pick below plays that part. */
+    for (int b = 0; b < B; b++) {
+        double *lw = s->logw + (size_t)b * K, mx = -INFINITY;
+        int *anc = s->anc + (size_t)b * K;
+        int nan = 0;
+        for (int j = 0; j < K; j++) {
+            anc[j] = b * K + j;
+            nan |= isnan(lw[j]);
+            if (lw[j] > mx) mx = lw[j];
+        }
+        if (nan || !isfinite(mx))
+            return nf_fail(NF_ERR_NUMERIC, "sampler: SMC particle weights became non-finite at step %d", i);
+        double sw = 0, sw2 = 0;
+        for (int j = 0; j < K; j++) {
+            lw[j] -= mx; /* the best particle at log weight 0 */
+            double w = exp(lw[j]);
+            sw += w;
+            sw2 += w * w;
+        }
+        if (i == 0 || sw * sw >= 0.5 * K * sw2) continue;
+        double u = nf_rand_uniform1(s->seed + (uint64_t)b, nf_stream_id("smc-resample", (uint64_t)i, 0), 0);
+        double cum = exp(lw[0]) / sw;
+        int a = 0;
+        for (int j = 0; j < K; j++) {
+            double target = (j + u) / K;
+            while (cum < target && a < K - 1) cum += exp(lw[++a]) / sw;
+            anc[j] = b * K + a;
+        }
+        for (int j = 0; j < K; j++) lw[j] = 0.0;
+    }
+
+    /* Propose: the unknown part from the step's Gaussian at the ancestor, the known part
+     * from the trajectory. No noise on the last step. */
+#pragma omp parallel for schedule(static) if (R > 1)
+    for (int r = 0; r < R; r++) {
+        int b = r / K, j = r % K;
+        float *x = s->x + (size_t)r * n, *z = s->noise + (size_t)r * n;
+        const float *mean = s->x0 + (size_t)s->anc[r] * n, *vv = s->v + (size_t)s->anc[r] * n;
+        const float *y = s->known + (size_t)b * n;
+        if (i > 0) nf_randn(z, n, s->seed + (uint64_t)b, nf_stream_id("smc-proposal", (uint64_t)i, (uint64_t)j), 0);
+        for (size_t k = 0; k < n; k++) {
+            if (is_known(s, k)) x[k] = y[k];
+            else x[k] = i > 0 ? (float)(mean[k] + sqrt(learned ? (double)vv[k] : var) * z[k]) : mean[k];
+        }
+    }
+    if (i > 0) return NF_OK;
+
+    /* The end: one particle per example by its final weight, into row b (rows b K + j >= b
+     * of later examples are not yet overwritten), and init's known region exactly. */
+    for (int b = 0; b < B; b++) {
+        const double *lw = s->logw + (size_t)b * K;
+        double sw = 0;
+        for (int j = 0; j < K; j++) sw += exp(lw[j]);
+        double u = nf_rand_uniform1(s->seed + (uint64_t)b, nf_stream_id("smc-pick", 0, 0), 0) * sw, cum = 0;
+        int pick = K - 1;
+        for (int j = 0; j < K; j++) {
+            cum += exp(lw[j]);
+            if (u < cum) {
+                pick = j;
+                break;
+            }
+        }
+        memmove(s->x + (size_t)b * n, s->x + ((size_t)b * K + pick) * n, sizeof(float) * n);
+    }
+    replace_known(s, -1);
+    return NF_OK;
+}
+
 nf_status nf_sampler_step(nf_sampler *s)
 {
     if (!s->initialised) return nf_fail(NF_ERR_ARG, "sampler: step before init");
@@ -464,6 +719,11 @@ nf_status nf_sampler_step(nf_sampler *s)
     if (s->c.kind == NF_SAMPLER_LANGEVIN) return langevin_step(s);
     int i = s->i;
     nf_status st = NF_OK;
+    if (s->K > 1) {
+        if ((st = smc_step(s, i))) return st;
+        s->i = i - 1;
+        return NF_OK;
+    }
     for (int j = 0; j <= (i > 0 ? s->c.repaint_jumps : 0); j++) {
         if (j > 0) {
             /* RePaint resampling: back to step i by one forward step q(x_i | x_{i-1})

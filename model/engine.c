@@ -267,6 +267,7 @@ static nf_status check_params(const nf_model *m, const nf_gen_params *p, int n)
                        m->info.num_classes);
     if ((p->known_mask || p->strength < 1.0f) && !p->init_audio)
         return nf_fail(NF_ERR_ARG, "variation and inpainting need a sound to start from");
+    if (p->particles < 0 || p->particles > 1024) return nf_fail(NF_ERR_ARG, "particles must be 0..1024 (got %d)", p->particles);
     return NF_OK;
 }
 
@@ -295,6 +296,7 @@ static nf_status gen_begin(nf_model *m, const nf_gen_params *p, int n, const flo
     c.cfg_scale = m->info.num_classes > 0 && p->class_id >= 0 ? p->cfg_scale : 1.0f;
     c.strength = p->strength;
     c.repaint_jumps = p->repaint_jumps;
+    c.particles = p->particles; /* the network then sees n * particles rows (ensure_net grows) */
     if (p->classifier) { /* guide: the classifier's grad log p(y | x_t) shifts each step */
         c.classifier = nf_classifier_guidance_fn;
         c.classifier_ctx = p->classifier;

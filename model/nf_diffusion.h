@@ -216,6 +216,16 @@ typedef struct {
     const float *mask;     /* [L] 1 where init is known (inpainting/continuation), or NULL */
     int repaint_jumps;     /* RePaint resampling per step (DDPM and DDIM only) */
     const float *start_noise; /* [B, C, L] x_T to use instead of the seeds' (interpolation) */
+    /* Inpainting by sequential Monte Carlo ("SMCDiff", Trippe et al. 2022) with this many
+     * particles per example. 0 or 1: replacement (RePaint eq. 8), an approximation whose
+     * unknown region does not follow p(unknown | known) even with an exact model. K > 1:
+     * the unknown region's distribution converges to that conditional as K grows (and as
+     * the model and its steps approach the exact reverse process); the known region is
+     * init exactly. Needs a mask, strength 1, no start_noise, no RePaint jumps, and DDPM
+     * or DDIM with eta > 0 (a Gaussian step to weight particles by; only eta = 1, which
+     * is DDPM, is asymptotically exact). Costs K times the network calls: the denoiser
+     * gets B * K rows per call (2 B K with classifier-free guidance). */
+    int particles;
 } nf_sampler_config;
 
 /* DPM-Solver++(2M), 25 steps, v-prediction, everything else off. */
@@ -223,13 +233,14 @@ void nf_sampler_config_default(nf_sampler_config *c);
 
 typedef struct nf_sampler nf_sampler;
 
-/* train: the training schedule (unrespaced). Allocates all scratch for B x [C, L]. */
+/* train: the training schedule (unrespaced). Allocates all scratch for B x [C, L] (B K
+ * rows with K particles). */
 nf_status nf_sampler_create(const nf_schedule *train, const nf_sampler_config *c, int B, int C,
                             int L, nf_sampler **out);
 /* Start a render: y [B] (copied; NULL = unconditional), example k from seed + k. */
 nf_status nf_sampler_init(nf_sampler *s, nf_denoiser_fn fn, void *ctx, const int *y, uint64_t seed);
 /* Steps left (0: done). A step is one batched denoiser call, or two or more with CFG off
- * and RePaint jumps on (then one per resampling). */
+ * and RePaint jumps on (then one per resampling). With particles, one call of B * K rows. */
 int nf_sampler_steps_left(const nf_sampler *s);
 nf_status nf_sampler_step(nf_sampler *s);
 /* Copy the result [B, C, L] (x_0) out. Fails if steps are left. */

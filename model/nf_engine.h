@@ -70,6 +70,12 @@ typedef struct {
     float strength;            /* variation (SDEdit): 0 = copy, 1 = new sound */
     const float *known_mask;   /* [length]: 1 where init_audio is kept (inpaint/extend) */
     int repaint_jumps;         /* RePaint resampling per step (0 = off) */
+    int particles;             /* inpaint/extend by sequential Monte Carlo (SMCDiff) with K
+                                * particles per sound (0 or 1: off, RePaint replacement): the
+                                * new part tends, as K grows, to the model's conditional given
+                                * the kept audio, which replacement only approximates. K times
+                                * the network calls (batches of n K); needs known_mask and the
+                                * DDPM sampler with many steps, or DDIM with eta > 0. */
 
     /* Classifier guidance (Dhariwal & Nichol 2021) towards class_id, with a noise-aware
      * classifier from nf_classifier_load (nf_classifier.h) trained for this model: borrowed,

@@ -421,6 +421,63 @@ static void check_commands(const char *model, nf_features *fx)
         nf_audio_free(&b);
     }
 
+    /* inpaint --particles (SMC): the kept part is the input exactly (32-bit float output),
+     * the same seed gives the same sound at 1 and 2 threads, the setting is recorded, and
+     * a sampler it cannot use or --jumps with it is a usage error (exit 2, one line). */
+    {
+        rc = run("inpaint_smc", "inpaint", "-m", model, in, "--region", "0.3:0.6", "--particles", "4", "--sampler", "ddpm",
+                 "--steps", "20", "-n", "2", "--batch", "5", "--threads", "1", "-o", path_in("cmd_inpaint_smc"), NULL);
+        CHECK(rc == 0, "inpaint --particles 4: exit %d: %s", rc, stderr_of("inpaint_smc"));
+        rc = run("inpaint_smc2", "inpaint", "-m", model, in, "--region", "0.3:0.6", "--particles", "4", "--sampler", "ddpm",
+                 "--steps", "20", "-n", "2", "--threads", "2", "-o", path_in("cmd_inpaint_smc2"), NULL);
+        CHECK(rc == 0, "inpaint --particles 4 (2 threads): exit %d", rc);
+        for (int k = 0; k < 2; k++) {
+            char a1[4400], a2[4400];
+            snprintf(a1, sizeof a1, "%s", path_in("cmd_inpaint_smc/low_03_inpaint_%d.wav", k));
+            snprintf(a2, sizeof a2, "%s", path_in("cmd_inpaint_smc2/low_03_inpaint_%d.wav", k));
+            check_audio(a1, RATE, LEN, "inpaint --particles");
+            CHECK(sounds_equal(a1, a2), "inpaint --particles: seed %d differs between 1 and 2 threads (or batches)", k);
+        }
+        nf_audio a = {0}, b = {0};
+        char *meta = NULL;
+        if (!nf_audio_read(in, 0, &a) && !nf_audio_read(path_in("cmd_inpaint_smc/low_03_inpaint_1.wav"), 0, &b) &&
+            a.frames == b.frames) {
+            double pa = nf_audio_peak(&a), e = 0, d = 0;
+            int i0 = (int)(0.3 * LEN + 0.5), i1 = (int)(0.6 * LEN + 0.5);
+            for (int i = 0; i < a.frames; i++) {
+                double diff = fabs(a.data[i] / pa - b.data[i]);
+                if (i < i0 || i >= i1) e = fmax(e, diff);
+                else d = fmax(d, diff);
+            }
+            CHECK(e < 1e-6, "inpaint --particles changed the kept part: max error %.3g", e);
+            CHECK(d > 1e-3, "inpaint --particles did not regenerate the region (max change %.3g)", d);
+        } else {
+            CHECK(0, "inpaint --particles: cannot compare");
+        }
+        CHECK(nf_audio_read_comment(path_in("cmd_inpaint_smc/low_03_inpaint_0.wav"), &meta) == NF_OK && meta &&
+                  strstr(meta, "\"particles\":4"),
+              "inpaint --particles: metadata lacks the particles: %s", meta ? meta : "(none)");
+        free(meta);
+        nf_audio_free(&a);
+        nf_audio_free(&b);
+        rc = run("inpaint_smc_bad", "inpaint", "-m", model, in, "--region", "0.3:0.6", "--particles", "4", "-o",
+                 path_in("cmd_inpaint_smc_bad"), NULL);
+        char *err = stderr_of("inpaint_smc_bad");
+        CHECK(rc == 2 && strstr(err, "--particles") && nf_test_count_lines(err) == 1,
+              "inpaint --particles with DPM-Solver++: exit %d, want 2 and one line: %s", rc, err);
+        free(err);
+        rc = run("inpaint_smc_bad2", "inpaint", "-m", model, in, "--region", "0.3:0.6", "--particles", "4", "--sampler",
+                 "ddpm", "--jumps", "2", "-o", path_in("cmd_inpaint_smc_bad"), NULL);
+        err = stderr_of("inpaint_smc_bad2");
+        CHECK(rc == 2 && strstr(err, "--jumps") && nf_test_count_lines(err) == 1,
+              "inpaint --particles --jumps: exit %d, want 2 and one line: %s", rc, err);
+        free(err);
+        rc = run("extend_smc", "extend", "-m", model, in, "--seconds", "0.05", "--particles", "3", "--sampler", "ddim",
+                 "--eta", "1", "--steps", "10", "-o", path_in("cmd_extend_smc"), NULL);
+        CHECK(rc == 0, "extend --particles 3: exit %d: %s", rc, stderr_of("extend_smc"));
+        check_audio(path_in("cmd_extend_smc/low_03_extend_0.wav"), RATE, LEN + (int)lrint(0.05 * RATE), "extend --particles");
+    }
+
     rc = run("extend", "extend", "-m", model, in, "--seconds", "0.3", "-o", path_in("cmd_extend"), NULL);
     CHECK(rc == 0, "extend: exit %d", rc);
     check_audio(path_in("cmd_extend/low_03_extend_0.wav"), RATE, LEN + (int)lrint(0.3 * RATE), "extend");
