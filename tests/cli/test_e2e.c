@@ -584,6 +584,16 @@ static void check_errors(const char *model)
     free(err);
     rc = run("err_cmd", "frobnicate", NULL);
     CHECK(rc == 2, "unknown command: exit %d", rc);
+    /* Options of the magnitude representation, where they do not apply. */
+    rc = run("err_logmag", "train", path_in("x"), "-o", path_in("x.safetensors"), "--log-mag", NULL);
+    err = stderr_of("err_logmag");
+    CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "--log-mag"), "--log-mag without mag: exit %d: %s", rc, err);
+    free(err);
+    rc = run("err_pbins", "train", path_in("x"), "-o", path_in("x.safetensors"), "--repr", "mag", "--n-fft", "64",
+             "--phase-bins", "40", NULL);
+    err = stderr_of("err_pbins");
+    CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "33 bins"), "too many phase bins: exit %d: %s", rc, err);
+    free(err);
 
     /* An output folder that cannot be made (a file in the way; root ignores modes). */
     f = fopen(path_in("afile"), "w");
