@@ -75,17 +75,24 @@ int nf_stft_bins(const nf_stft *s) { return s->bins; }
 int nf_stft_frames(const nf_stft *s, int length) { return length < 0 ? 0 : 1 + length / s->hop; }
 int nf_stft_layout_channels(const nf_stft *s, int C) { return 2 * s->bins * C; }
 
+/* Frame f of x [L] windowed and transformed: the result is in s->spec [bins]. */
+static void analyse_frame(nf_stft *s, const float *x, int L, int f)
+{
+    const int N = s->n_fft;
+    int start = f * s->hop - N / 2; /* zero padding of n_fft/2 before the first sample */
+    for (int n = 0; n < N; n++) {
+        int t = start + n;
+        s->frame[n] = (t >= 0 && t < L) ? x[t] * s->window[n] : 0.0f;
+    }
+    fftwf_execute(s->fwd);
+}
+
 nf_status nf_stft_forward(nf_stft *s, const float *x, int L, float *re, float *im)
 {
     if (L < 1) return nf_fail(NF_ERR_ARG, "STFT: bad length %d", L);
-    const int N = s->n_fft, half = N / 2, K = s->bins, F = nf_stft_frames(s, L);
+    const int K = s->bins, F = nf_stft_frames(s, L);
     for (int f = 0; f < F; f++) {
-        int start = f * s->hop - half; /* zero padding of n_fft/2 before the first sample */
-        for (int n = 0; n < N; n++) {
-            int t = start + n;
-            s->frame[n] = (t >= 0 && t < L) ? x[t] * s->window[n] : 0.0f;
-        }
-        fftwf_execute(s->fwd);
+        analyse_frame(s, x, L, f);
         for (int k = 0; k < K; k++) {
             re[(size_t)k * F + f] = s->spec[k][0];
             im[(size_t)k * F + f] = s->spec[k][1];
@@ -251,28 +258,29 @@ nf_status nf_stft_mag_encode(nf_stft *s, const float *audio, int C, int L, float
 {
     nf_status st = check_mag_args(s, C, power, log_floor, phase_bins);
     if (st) return st;
-    const int F = nf_stft_frames(s, L), P = phase_bins;
-    const size_t plane = (size_t)s->bins * F, per = (size_t)(s->bins + P) * F;
-    float *buf = malloc(2 * plane * sizeof(float));
-    if (!buf) return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
-    float *re = buf, *im = buf + plane;
-    for (int c = 0; c < C && !st; c++) {
+    if (L < 1) return nf_fail(NF_ERR_ARG, "STFT: bad length %d", L);
+    const int F = nf_stft_frames(s, L), P = phase_bins, K = s->bins;
+    const size_t per = (size_t)(K + P) * F;
+    /* Frame by frame straight into the layout: no spectrum buffer (this runs on every
+     * training batch). */
+    for (int c = 0; c < C; c++) {
         float *o = out + (size_t)c * per;
-        st = nf_stft_forward(s, audio + (size_t)c * L, L, re, im);
-        for (size_t i = 0; i < plane && !st; i++) {
-            size_t k = i / (size_t)F, f = i % (size_t)F;
-            float m = hypotf(re[i], im[i]), g = mag_compress(m, power, log_floor);
-            if (k < (size_t)P) { /* phase kept: the compressed complex value */
-                float u = m > 0 ? g / m : 0.0f;
-                o[k * F + f] = re[i] * u;
-                o[(P + k) * F + f] = im[i] * u;
-            } else {
-                o[(P + k) * F + f] = g;
+        for (int f = 0; f < F; f++) {
+            analyse_frame(s, audio + (size_t)c * L, L, f);
+            for (int k = 0; k < K; k++) {
+                float re = s->spec[k][0], im = s->spec[k][1];
+                float m = hypotf(re, im), g = mag_compress(m, power, log_floor);
+                if (k < P) { /* phase kept: the compressed complex value */
+                    float u = m > 0 ? g / m : 0.0f;
+                    o[(size_t)k * F + f] = re * u;
+                    o[(size_t)(P + k) * F + f] = im * u;
+                } else {
+                    o[(size_t)(P + k) * F + f] = g;
+                }
             }
         }
     }
-    free(buf);
-    return st;
+    return NF_OK;
 }
 
 /* A fixed pseudo-random phase in [0, 2 pi) for bin k of frame f (splitmix64 finaliser):
