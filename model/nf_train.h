@@ -69,6 +69,7 @@ typedef struct {
     int n_fft, hop;           /* stft, mag (512, 0 = n_fft/4) */
     int log_mag;              /* mag: log compression (nf_repr_log_floor) instead of sqrt */
     int phase_bins;           /* mag: lowest bins kept complex */
+    float power;              /* stft, mag: amplitude compression |X|^power (0: 0.5) */
 
     /* ---- network ---- */
     const char *preset;       /* "tiny", "small", "base" (NULL: "small"); ignored when

@@ -504,6 +504,7 @@ nf_status nf_train(const nf_train_config *c)
         rc.hop = c->hop;
         if (c->repr == NF_REPR_MAG && c->log_mag) rc.log_floor = nf_repr_log_floor(c->n_fft ? c->n_fft : 512);
         if (c->repr == NF_REPR_MAG) rc.phase_bins = c->phase_bins;
+        if (c->power > 0) rc.power = c->power;
     }
     if ((st = nf_repr_create(&rc, &tr->repr))) goto done;
     float scale = 1.0f;

@@ -594,6 +594,15 @@ static void check_errors(const char *model)
     err = stderr_of("err_pbins");
     CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "33 bins"), "too many phase bins: exit %d: %s", rc, err);
     free(err);
+    rc = run("err_power_wave", "train", path_in("x"), "-o", path_in("x.safetensors"), "--power", "0.3", NULL);
+    err = stderr_of("err_power_wave");
+    CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "--power"), "--power with wave: exit %d: %s", rc, err);
+    free(err);
+    rc = run("err_power_log", "train", path_in("x"), "-o", path_in("x.safetensors"), "--repr", "mag", "--log-mag",
+             "--power", "0.3", NULL);
+    err = stderr_of("err_power_log");
+    CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "--log-mag"), "--power with --log-mag: exit %d: %s", rc, err);
+    free(err);
 
     /* An output folder that cannot be made (a file in the way; root ignores modes). */
     f = fopen(path_in("afile"), "w");
@@ -609,6 +618,23 @@ static void check_errors(const char *model)
     err = stderr_of("err_train_out");
     CHECK(rc == 1 && nf_test_count_lines(err) == 1, "training into an impossible path: exit %d: %s", rc, err);
     free(err);
+}
+
+/* --power reaches the model file and its decoding: a magnitude model trained with cube-root-like
+ * compression records it, and renders a finite, non-silent sound with it. */
+static void check_power(void)
+{
+    int rc = run("power_train", "train", path_in("data"), "-o", path_in("pw.safetensors"), "--preset", "tiny", "--repr",
+                 "mag", "--power", "0.35", "--n-fft", "64", "--phase-bins", "2", "--rate", "4000", "--length", "0.064",
+                 "--steps", "2", "--threads", threads, NULL);
+    CHECK(rc == 0, "training with --power: exit %d", rc);
+    rc = run("power_info", "info", path_in("pw.safetensors"), NULL);
+    char *out = slurp(path_in("power_info.out"));
+    CHECK(rc == 0 && out && strstr(out, "\"compress_power\":0.35"), "--power 0.35 not in the model: %s", out ? out : "");
+    free(out);
+    rc = run("power_gen", "generate", "-m", path_in("pw.safetensors"), "-n", "1", "--steps", "4", "-o", path_in("pw_out"),
+             NULL);
+    CHECK(rc == 0, "rendering a --power model: exit %d", rc);
 }
 
 /* Interrupt a run with SIGINT, resume it, and compare with an uninterrupted one. */
@@ -705,7 +731,7 @@ int main(void)
         }
     CHECK(right == N_CLASSES * PER_CLASS, "signature recognises only %d/%d corpus clips", right, N_CLASSES * PER_CLASS);
 
-    const char *only = getenv("NF_E2E_ONLY"); /* for debugging one part: wave, stft, resume */
+    const char *only = getenv("NF_E2E_ONLY"); /* for debugging one part: wave, stft, resume, power */
     if (!only || !strcmp(only, "wave")) train_and_check("wave", "300", fx);
     if (!only || !strcmp(only, "stft")) train_and_check("stft", "600", fx);
     char model[4200];
@@ -713,6 +739,7 @@ int main(void)
     if (!only || !strcmp(only, "stft")) check_commands(model, fx);
     if (!only || !strcmp(only, "stft")) check_errors(model);
     if (!only || !strcmp(only, "resume")) check_resume();
+    if (!only || !strcmp(only, "power")) check_power();
     nf_features_free(fx);
     return nf_test_done();
 }
