@@ -15,6 +15,8 @@ static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 struct nf_stft {
     int n_fft, hop, bins;
     float *window;      /* [n_fft] periodic Hann */
+    double *wsum;       /* [hop]: sum_j w^2[r + j hop] for r < hop, largest index first: the
+                         * ISTFT's normaliser at a sample that every frame it needs covers */
     float *frame;       /* [n_fft] FFTW-aligned real buffer */
     fftwf_complex *spec; /* [bins] FFTW-aligned */
     fftwf_plan fwd, inv;
@@ -36,14 +38,20 @@ nf_status nf_stft_create(int n_fft, int hop, nf_stft **out)
     s->hop = hop;
     s->bins = n_fft / 2 + 1;
     s->window = malloc((size_t)n_fft * sizeof(float));
+    s->wsum = malloc((size_t)hop * sizeof(double));
     s->frame = fftwf_alloc_real((size_t)n_fft);
     s->spec = fftwf_alloc_complex((size_t)s->bins);
-    if (!s->window || !s->frame || !s->spec) {
+    if (!s->window || !s->wsum || !s->frame || !s->spec) {
         nf_stft_free(s);
         return nf_fail(NF_ERR_NOMEM, "STFT: out of memory");
     }
     /* Periodic Hann (the DFT-even window, Harris 1978), as torch.hann_window(periodic=True). */
     for (int n = 0; n < n_fft; n++) s->window[n] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * n / n_fft));
+    for (int r = 0; r < hop; r++) {
+        double acc = 0;
+        for (int i = r + (n_fft - 1 - r) / hop * hop; i >= 0; i -= hop) acc += (double)s->window[i] * s->window[i];
+        s->wsum[r] = acc;
+    }
     pthread_mutex_lock(&planner_lock);
     s->fwd = fftwf_plan_dft_r2c_1d(n_fft, s->frame, s->spec, FFTW_ESTIMATE);
     s->inv = fftwf_plan_dft_c2r_1d(n_fft, s->spec, s->frame, FFTW_ESTIMATE);
@@ -66,6 +74,7 @@ void nf_stft_free(nf_stft *s)
     fftwf_free(s->frame);
     fftwf_free(s->spec);
     free(s->window);
+    free(s->wsum);
     free(s);
 }
 
@@ -126,17 +135,23 @@ static nf_status inverse_expand(nf_stft *s, const float *re, const float *im, in
         for (int n = n0; n < n1; n++) x[start + n] += s->frame[n] * inv_n * s->window[n];
     }
     /* Divide by sum_f w^2[t - f*hop + n_fft/2] (Griffin & Lim 1984, least-squares ISTFT).
-     * Computed per sample from the frames that cover t, so no buffer depends on L. */
+     * Where every frame that could cover t exists, that sum depends on t mod hop only
+     * (s->wsum, summed in the same order, so the same bits); near the ends it is
+     * summed here from the frames that do exist. No buffer depends on L. */
     for (int t = 0; t < L; t++) {
         int p = t + half; /* position in the padded signal */
         int f_hi = p / hop;
-        int f_lo = (p - N + 1 + hop - 1) / hop;
-        if (p - N + 1 <= 0) f_lo = 0;
-        if (f_hi > F - 1) f_hi = F - 1;
-        double wsum = 0;
-        for (int f = f_lo; f <= f_hi; f++) {
-            float w = s->window[p - f * hop];
-            wsum += (double)w * w;
+        double wsum;
+        if (p - N + 1 > 0 && f_hi <= F - 1) {
+            wsum = s->wsum[p % hop];
+        } else {
+            int f_lo = p - N + 1 <= 0 ? 0 : (p - N + 1 + hop - 1) / hop;
+            if (f_hi > F - 1) f_hi = F - 1;
+            wsum = 0;
+            for (int f = f_lo; f <= f_hi; f++) {
+                float w = s->window[p - f * hop];
+                wsum += (double)w * w;
+            }
         }
         x[t] = wsum > 1e-12 ? (float)(x[t] / wsum) : 0.0f;
     }
