@@ -59,13 +59,17 @@ nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float 
 
 /* ---- Gradient clipping and norms. */
 
-/* The global L2 norm of g[n] (accumulated in double, thread-count independent). */
+/* The global L2 norm of g[n] (accumulated in double in a fixed order: thread-count and
+ * instruction-set independent). */
 double nf_l2_norm(const float *g, size_t n);
 /* Clip g[n] in place to a global L2 norm of at most max_norm, as
  * torch.nn.utils.clip_grad_norm_ does: g *= max_norm / (norm + 1e-6) when that factor is
  * below 1. max_norm <= 0 only measures. Returns the norm before clipping; a non-finite
  * norm leaves g untouched (the caller should skip the step). */
 double nf_clip_grad_norm(float *g, size_t n, double max_norm);
+/* For tests: 1 runs the portable C instead of the AVX2 paths of nf_adamw_step and
+ * nf_l2_norm (which must give the same bits); 0 (the default) picks by the CPU. */
+void nf_optim_force_portable(int on);
 /* g[n] *= s (loss scaling, gradient averaging). */
 void nf_scale(float *g, size_t n, float s);
 

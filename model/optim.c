@@ -5,12 +5,92 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 16384
 /* Reductions are summed per block of this many elements, then over blocks in order, so
  * the result is the same for any thread count. */
 #define RED_BLOCK 4096
 #define RED_MAX_BLOCKS 1024
+/* The AdamW update runs over chunks of this many elements (a multiple of 8). */
+#define ADAM_CHUNK 8192
+
+/* The AVX2 paths below give the same bits as the portable C: the same operations in the
+ * same order, no FMA contraction (C11 mode leaves a * b + c as two roundings, and the
+ * intrinsics spell them out), and IEEE sqrt and division are correctly rounded in both.
+ * nf_optim_force_portable(1) lets the tests check that. */
+static int g_force_portable;
+void nf_optim_force_portable(int on) { g_force_portable = on; }
+
+static int use_avx2(void)
+{
+#ifdef HAVE_X86
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2");
+    }
+    return have && !g_force_portable;
+#else
+    return 0;
+#endif
+}
+
+typedef struct {
+    float b1, b2, one_b1, one_b2, eps, step_size, inv_sqrt_bc2, decay;
+} adam_consts;
+
+static void adam_portable(const adam_consts *k, float *params, const float *grads, float *m, float *v,
+                          const uint8_t *mask, size_t lo, size_t hi)
+{
+    for (size_t i = lo; i < hi; i++) {
+        float g = grads[i];
+        float p = params[i];
+        if (!mask || mask[i]) p *= k->decay;
+        float mi = m[i] + k->one_b1 * (g - m[i]); /* = b1 m + (1 - b1) g */
+        float vi = k->b2 * v[i] + k->one_b2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) * k->inv_sqrt_bc2 + k->eps;
+        params[i] = p - k->step_size * (mi / denom);
+    }
+}
+
+#ifdef HAVE_X86
+__attribute__((target("avx2"))) static void adam_avx2(const adam_consts *k, float *params, const float *grads,
+                                                      float *m, float *v, const uint8_t *mask, size_t lo,
+                                                      size_t hi)
+{
+    const __m256 one_b1 = _mm256_set1_ps(k->one_b1), b2 = _mm256_set1_ps(k->b2),
+                 one_b2 = _mm256_set1_ps(k->one_b2), eps = _mm256_set1_ps(k->eps),
+                 step = _mm256_set1_ps(k->step_size), isb = _mm256_set1_ps(k->inv_sqrt_bc2),
+                 decay = _mm256_set1_ps(k->decay);
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        __m256 g = _mm256_loadu_ps(grads + i), p = _mm256_loadu_ps(params + i);
+        __m256 pd = _mm256_mul_ps(p, decay);
+        if (mask) {
+            __m128i mb = _mm_loadl_epi64((const __m128i *)(mask + i));
+            __m256i on = _mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(mb), _mm256_setzero_si256());
+            p = _mm256_blendv_ps(pd, p, _mm256_castsi256_ps(on)); /* mask 0: no decay */
+        } else {
+            p = pd;
+        }
+        __m256 mo = _mm256_loadu_ps(m + i), vo = _mm256_loadu_ps(v + i);
+        __m256 mi = _mm256_add_ps(mo, _mm256_mul_ps(one_b1, _mm256_sub_ps(g, mo)));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(b2, vo), _mm256_mul_ps(_mm256_mul_ps(one_b2, g), g));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        __m256 denom = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(vi), isb), eps);
+        _mm256_storeu_ps(params + i, _mm256_sub_ps(p, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
+    }
+    adam_portable(k, params, grads, m, v, mask, i, hi);
+}
+#endif
 
 nf_adamw_config nf_adamw_defaults(void)
 {
@@ -71,25 +151,57 @@ nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float 
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     /* Decoupled decay (Loshchilov & Hutter, Algorithm 2 line 12), applied first as torch does. */
     const float decay = (float)(1.0 - (double)lr * (double)opt->cfg.weight_decay);
-    const float one_b1 = 1.0f - b1, one_b2 = 1.0f - b2;
+    const adam_consts k = {b1, opt->cfg.beta2, 1.0f - b1, 1.0f - opt->cfg.beta2, eps, step_size, inv_sqrt_bc2, decay};
     float *m = opt->m, *v = opt->v;
     const uint8_t *mask = opt->decay_mask;
-    const ptrdiff_t n = (ptrdiff_t)opt->n;
+    const size_t n = opt->n;
+    const ptrdiff_t chunks = (ptrdiff_t)((n + ADAM_CHUNK - 1) / ADAM_CHUNK);
+    const int avx2 = use_avx2();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (ptrdiff_t i = 0; i < n; i++) {
-        float g = grads[i];
-        float p = params[i];
-        if (!mask || mask[i]) p *= decay;
-        float mi = m[i] + one_b1 * (g - m[i]);        /* = b1 m + (1 - b1) g */
-        float vi = b2 * v[i] + one_b2 * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) * inv_sqrt_bc2 + eps;
-        params[i] = p - step_size * (mi / denom);
+    for (ptrdiff_t c = 0; c < chunks; c++) {
+        size_t lo = (size_t)c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < n ? lo + ADAM_CHUNK : n;
+#ifdef HAVE_X86
+        if (avx2) {
+            adam_avx2(&k, params, grads, m, v, mask, lo, hi);
+            continue;
+        }
+#endif
+        (void)avx2;
+        adam_portable(&k, params, grads, m, v, mask, lo, hi);
     }
     opt->step = t;
     return NF_OK;
 }
+
+/* Sum of squares of g[lo, hi) in double, in 8 lanes: element lo + j goes to lane j % 8,
+ * and the lanes are combined as ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)). Eight
+ * independent chains let the adds overlap (one chain is bound by the add's latency);
+ * the order is fixed, so both paths give the same bits. Squares of floats are exact in
+ * double. */
+static double sumsq_portable(const float *g, size_t lo, size_t hi, double lane[8])
+{
+    for (size_t i = lo; i < hi; i++) lane[(i - lo) & 7] += (double)g[i] * g[i];
+    double t0 = lane[0] + lane[4], t1 = lane[1] + lane[5], t2 = lane[2] + lane[6], t3 = lane[3] + lane[7];
+    return (t0 + t1) + (t2 + t3);
+}
+
+#ifdef HAVE_X86
+__attribute__((target("avx2"))) static double sumsq_avx2(const float *g, size_t lo, size_t hi)
+{
+    __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        __m256 x = _mm256_loadu_ps(g + i);
+        __m256d x0 = _mm256_cvtps_pd(_mm256_castps256_ps128(x)), x1 = _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1));
+        a = _mm256_add_pd(a, _mm256_mul_pd(x0, x0));
+        b = _mm256_add_pd(b, _mm256_mul_pd(x1, x1));
+    }
+    double lane[8];
+    _mm256_storeu_pd(lane, a);
+    _mm256_storeu_pd(lane + 4, b);
+    return sumsq_portable(g, i, hi, lane); /* the tail: (j - i) & 7 == (j - lo) & 7 */
+}
+#endif
 
 double nf_l2_norm(const float *g, size_t n)
 {
@@ -99,12 +211,19 @@ double nf_l2_norm(const float *g, size_t n)
     if ((n + bs - 1) / bs > RED_MAX_BLOCKS) bs = (n + RED_MAX_BLOCKS - 1) / RED_MAX_BLOCKS;
     const ptrdiff_t nb = (ptrdiff_t)((n + bs - 1) / bs);
     double partial[RED_MAX_BLOCKS];
+    const int avx2 = use_avx2();
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (ptrdiff_t b = 0; b < nb; b++) {
         size_t lo = (size_t)b * bs, hi = lo + bs < n ? lo + bs : n;
-        double acc = 0.0;
-        for (size_t i = lo; i < hi; i++) acc += (double)g[i] * g[i];
-        partial[b] = acc;
+#ifdef HAVE_X86
+        if (avx2) {
+            partial[b] = sumsq_avx2(g, lo, hi);
+            continue;
+        }
+#endif
+        (void)avx2;
+        double lane[8] = {0};
+        partial[b] = sumsq_portable(g, lo, hi, lane);
     }
     double s = 0.0;
     for (ptrdiff_t b = 0; b < nb; b++) s += partial[b];
