@@ -3,10 +3,9 @@
  * An untrained network makes noise, not drums: what is checked here is the plumbing and
  * the contracts of nf_engine.h, not sound quality (the CLI end-to-end test and the
  * default-model check do that). */
-#include "nf_checkpoint.h"
 #include "nf_engine.h"
 #include "nf_test.h"
-#include "nf_unet.h"
+#include "nf_test_model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -16,40 +15,20 @@ static char dir[64];
 
 static void make_model(const char *path, const char *repr, int classes, const char *objective)
 {
-    nf_unet_config c = {0};
-    int stft = !strcmp(repr, "stft"), mag = !strcmp(repr, "mag");
-    c.in_ch = stft ? 2 * (32 / 2 + 1) : mag ? 32 / 2 + 1 : 1;
-    c.out_ch = c.in_ch;
-    c.base = 16;
-    c.n_levels = 2;
-    c.mults[0] = 1;
-    c.mults[1] = 2;
-    c.blocks = 1;
-    c.heads = 2;
-    c.groups = 4;
-    c.num_classes = classes;
-    c.mid_attn = 1;
-    nf_unet *net;
-    CHECK_OK(nf_unet_create(&c, 1, 300, &net));
-    nf_unet_init_params(net, 7);
-    nf_model_desc d;
-    nf_model_desc_init(&d);
-    snprintf(d.representation, sizeof d.representation, "%s", repr);
-    if (stft || mag) {
-        d.n_fft = 32;
-        d.hop = 8;
-        d.compress_power = 0.5f;
-    }
-    d.norm_scale = 2.0f;
-    d.sample_rate = 8000;
-    d.channels = 1;
-    d.length = 300;
-    snprintf(d.objective, sizeof d.objective, "%s", objective);
-    d.T = 100;
-    d.num_classes = classes;
-    for (int i = 0; i < classes; i++) snprintf(d.class_names[i], NF_CKPT_NAME_MAX, "class%d", i);
-    CHECK_OK(nf_checkpoint_save(path, net, NULL, &d, 0));
-    nf_unet_free(net);
+    nf_test_model_opts o;
+    nf_test_model_opts_init(&o);
+    o.repr = (nf_repr_kind)nf_repr_kind_from_name(repr); /* n_fft 32, hop 8, power 0.5 */
+    o.norm_scale = 2.0f;
+    o.length = 300;
+    o.objective = objective;
+    o.T = 100;
+    o.num_classes = classes;
+    o.net.base = 16;
+    o.net.heads = 2;
+    o.net.groups = 4;
+    o.net.mid_attn = 1;
+    o.seed = 7;
+    CHECK_OK(nf_test_model_save(&o, path));
 }
 
 static int all_finite(const float *x, size_t n)

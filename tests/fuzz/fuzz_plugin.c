@@ -14,8 +14,7 @@
  * Between cycles the model file may be deleted or replaced with garbage while loaded.
  * Every output sample must be finite. Paths never leave a private temporary folder
  * unless the input spells out a relative one (which resolves in the temp folder). */
-#include "nf_checkpoint.h"
-#include "nf_unet.h"
+#include "nf_test_model.h"
 
 #include <lv2/atom/atom.h>
 #include <lv2/atom/util.h>
@@ -150,29 +149,12 @@ static char dir[64], model_path[128], garbage_path[128], takes_path[128], take_w
 
 static void make_model(void)
 {
-    nf_unet_config c;
-    memset(&c, 0, sizeof c);
-    c.in_ch = c.out_ch = 1;
-    c.base = 4;
-    c.n_levels = 1;
-    c.mults[0] = 1;
-    c.blocks = 1;
-    c.heads = 1;
-    c.groups = 2;
-    c.num_classes = 2;
-    nf_model_desc d;
-    nf_model_desc_init(&d);
-    d.sample_rate = 8000;
-    d.channels = 1;
-    d.length = 64;
-    d.num_classes = 2;
-    strcpy(d.class_names[0], "kick");
-    strcpy(d.class_names[1], "snare");
-    nf_unet *net;
-    if (nf_unet_create(&c, 1, 64, &net)) abort();
-    nf_unet_init_params(net, 1);
-    if (nf_checkpoint_save(model_path, net, NULL, &d, 0)) abort();
-    nf_unet_free(net);
+    nf_test_model_opts o;
+    nf_test_model_opts_init(&o); /* 8 kHz mono, 64 samples */
+    o.class_names = "kick,snare";
+    o.net.base = 4;
+    o.net.n_levels = 1;
+    if (nf_test_model_save(&o, model_path)) abort();
 }
 
 static void write_file(const char *path, const void *data, size_t n)

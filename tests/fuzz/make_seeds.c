@@ -6,6 +6,7 @@
 #include "nf_checkpoint.h"
 #include "nf_json.h"
 #include "nf_safetensors.h"
+#include "nf_test_model.h"
 #include "nf_unet.h"
 
 #include <math.h>
@@ -36,51 +37,33 @@ static void text(const char *target, const char *name, const char *s)
     if (nf_write_file_atomic(p, s, strlen(s))) die(p);
 }
 
-static void tiny_config(nf_unet_config *c, int classes, int attn)
-{
-    memset(c, 0, sizeof *c);
-    c->in_ch = 1;
-    c->out_ch = 1;
-    c->base = 4;
-    c->n_levels = 2;
-    c->mults[0] = 1;
-    c->mults[1] = 2;
-    c->blocks = 1;
-    c->heads = 1;
-    c->groups = 2;
-    c->attn[1] = attn;
-    c->mid_attn = attn;
-    c->num_classes = classes;
-}
-
 static void checkpoints(void)
 {
     char p[1024];
-    nf_model_desc d;
-    nf_model_desc_init(&d);
-    d.sample_rate = 8000;
-    d.channels = 1;
-    d.length = 64;
+    static const char *names[3] = {"model-f32.safetensors", "model-classes-f16.safetensors",
+                                   "model-attn-ema.safetensors"};
     for (int variant = 0; variant < 3; variant++) {
-        nf_unet_config c;
-        tiny_config(&c, variant == 1 ? 2 : 0, variant == 2);
-        nf_model_desc dd = d;
+        nf_test_model_opts o;
+        nf_test_model_opts_init(&o); /* 8 kHz mono, 64 samples */
+        o.net.base = 4;
+        o.seed = 7 + (uint64_t)variant;
         if (variant == 1) {
-            dd.num_classes = 2;
-            strcpy(dd.class_names[0], "kick");
-            strcpy(dd.class_names[1], "snare");
+            o.class_names = "kick,snare";
+            o.f16 = 1;
         }
-        nf_unet *net;
-        if (nf_unet_create(&c, 1, 64, &net)) die("unet");
-        nf_unet_init_params(net, 7 + (uint64_t)variant);
-        size_t np = nf_unet_num_params(net);
-        float *ema = malloc(sizeof(float) * np);
-        memcpy(ema, nf_unet_params(net), sizeof(float) * np);
-        static const char *names[3] = {"model-f32.safetensors", "model-classes-f16.safetensors",
-                                       "model-attn-ema.safetensors"};
+        if (variant == 2) {
+            o.net.attn[1] = o.net.mid_attn = 1;
+            o.ema = 1;
+        }
         path_of(p, sizeof p, "checkpoint", names[variant]);
-        if (nf_checkpoint_save(p, net, variant == 2 ? ema : NULL, &dd, variant == 1)) die(p);
+        if (nf_test_model_save(&o, p)) die(p);
         if (variant == 0) {
+            /* A training state for the same network (moments: a copy of the weights). */
+            nf_unet *net;
+            if (nf_test_model_create(&o, &net, NULL)) die("unet");
+            size_t np = nf_unet_num_params(net);
+            float *ema = malloc(sizeof(float) * np);
+            memcpy(ema, nf_unet_params(net), sizeof(float) * np);
             nf_train_state s;
             memset(&s, 0, sizeof s);
             int64_t order[5] = {3, 1, 4, 0, 2};
@@ -96,9 +79,9 @@ static void checkpoints(void)
             s.loss_scale = 1;
             path_of(p, sizeof p, "checkpoint", "model.state.safetensors");
             if (nf_train_state_save(p, &s)) die(p);
+            free(ema);
+            nf_unet_free(net);
         }
-        free(ema);
-        nf_unet_free(net);
     }
     /* Plain safetensors files with every dtype and a scalar. */
     float f[6] = {1, -2, 3.5f, 0, 1e-3f, 65504};

@@ -10,6 +10,7 @@
 #include "nf_rng.h"
 #include "nf_safetensors.h"
 #include "nf_test.h"
+#include "nf_test_model.h"
 #include "nf_unet.h"
 #include "rel_util.h"
 
@@ -84,25 +85,6 @@ static void check_writer(const char *what, rel_write_fn fn, job *j, rlim_t limit
     free(before);
 }
 
-static void tiny_net(nf_unet **net, uint64_t seed)
-{
-    nf_unet_config c;
-    memset(&c, 0, sizeof c);
-    c.in_ch = c.out_ch = 1;
-    c.base = 8;
-    c.n_levels = 2;
-    c.mults[0] = 1;
-    c.mults[1] = 2;
-    c.blocks = 1;
-    c.heads = 1;
-    c.groups = 2;
-    if (nf_unet_create(&c, 1, 64, net)) {
-        fprintf(stderr, "unet: %s\n", nf_last_error());
-        exit(1);
-    }
-    nf_unet_init_params(*net, seed);
-}
-
 int main(void)
 {
     rel_scratch("disk-full", dir, sizeof dir);
@@ -111,14 +93,19 @@ int main(void)
     memset(&j, 0, sizeof j);
 
     /* ---- model checkpoint ---- */
+    /* Two tiny networks with different weights (8 kHz mono, 64 samples). */
+    nf_test_model_opts o;
+    nf_test_model_opts_init(&o);
     nf_model_desc d;
-    nf_model_desc_init(&d);
-    d.sample_rate = 8000;
-    d.channels = 1;
-    d.length = 64;
     nf_unet *a, *b;
-    tiny_net(&a, 1);
-    tiny_net(&b, 2);
+    o.seed = 1;
+    nf_status st = nf_test_model_create(&o, &a, &d);
+    o.seed = 2;
+    if (!st) st = nf_test_model_create(&o, &b, NULL);
+    if (st) {
+        fprintf(stderr, "unet: %s\n", nf_last_error());
+        return 1;
+    }
     snprintf(path, sizeof path, "%s/kit.safetensors", dir);
     CHECK_OK(nf_checkpoint_save(path, a, NULL, &d, 0));
     j.path = path;
