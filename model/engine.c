@@ -197,7 +197,12 @@ struct nf_gen {
 void nf_gen_params_default(nf_gen_params *p)
 {
     memset(p, 0, sizeof *p);
-    p->sampler = NF_SAMPLER_DPMPP;
+    /* Euler ancestral by default: with the deterministic samplers (DPM-Solver++, DDIM
+     * eta 0) the bundled model gives some snares, claps and toms a quiet second swell
+     * mid-clip, at any step count (checked at 20 and 100); drawing fresh noise at each
+     * step removes it, and at the same 20 steps every class scores closer to the
+     * corpus (tests/default). */
+    p->sampler = NF_SAMPLER_EULER_A;
     p->steps = 0;
     p->eta = 0.0f;
     p->cfg_scale = 1.0f;

@@ -57,7 +57,7 @@ const char *nf_sampler_name(nf_sampler_kind k);
 int nf_sampler_from_name(const char *name);
 
 typedef struct {
-    nf_sampler_kind sampler;
+    nf_sampler_kind sampler; /* default: Euler ancestral */
     int steps;            /* network evaluations (0: the sampler's default) */
     float eta;            /* DDIM stochasticity */
     float cfg_scale;      /* classifier-free guidance scale; 1 = plain conditional */

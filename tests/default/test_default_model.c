@@ -16,8 +16,9 @@
  *      5 ms) between any two takes is < 0.99, and between any take and any corpus clip
  *      < 0.99 (NF_COPY_THRESHOLD).
  *
- * Sampling: DPM-Solver++(2M), 20 steps, guidance scale 1 (the CLI default), seeds
- * 1000 + k, one thread. The model path may be given as argv[1] (for experiments); by default it is
+ * Sampling: the engine's default sampler (Euler ancestral, as the CLI and the plugin use
+ * it), 20 steps (the plugin's default), guidance scale 1, seeds 1000 + k, one thread.
+ * The model path may be given as argv[1] (for experiments); by default it is
  * $NF_SOURCE_ROOT/presets/default.safetensors. */
 #include "nf_drums.h"
 #include "nf_engine.h"
@@ -101,7 +102,6 @@ int main(int argc, char **argv)
     for (int k = 0; k < K; k++) {
         nf_gen_params p;
         nf_gen_params_default(&p);
-        p.sampler = NF_SAMPLER_DPMPP;
         p.steps = SAMPLER_STEPS;
         p.class_id = k;
         p.seed = SEED0;
