@@ -8,6 +8,19 @@
 #   jalv_smoke.sh <nf_lv2host> <make_test_model> <scratch-dir>
 # Environment: LV2_PATH must contain the directory holding noisefloor.lv2.
 set -eu
+# JACK keeps a registry of running servers in /dev/shm with room for 8 names, and a
+# server that dies without unregistering keeps its slot until the next reboot; each run
+# here uses its own server name, so after a few unclean exits no JACK server could start
+# on the machine ("Too many servers already active"). As root (CI), run in a private
+# mount namespace with a /dev/shm of its own: nothing is left behind, and nothing left
+# behind by others gets in the way. Elsewhere, or where namespaces are not allowed, run
+# as before.
+if [ -z "${NF_SMOKE_PRIVATE_SHM:-}" ] && [ "$(id -u)" = 0 ] && unshare --mount true 2>/dev/null; then
+    NF_SMOKE_PRIVATE_SHM=1
+    export NF_SMOKE_PRIVATE_SHM
+    exec unshare --mount --propagation private \
+        sh -c 'mount -t tmpfs -o mode=1777 nf-smoke-shm /dev/shm 2>/dev/null || true; exec "$0" "$@"' "$0" "$@"
+fi
 host=$1
 maker=$2
 dir=$3
@@ -22,8 +35,14 @@ export JACK_NO_AUDIO_RESERVATION
 
 pids=""
 cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null || true; done
-    for p in $pids; do wait "$p" 2>/dev/null || true; done
+    # Clients first, the server last (pids holds the server first), so that it can
+    # unregister cleanly.
+    rev=""
+    for p in $pids; do rev="$p $rev"; done
+    for p in $rev; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
 }
 trap cleanup EXIT INT TERM
 
