@@ -42,9 +42,12 @@ static inline size_t nf_seq_ld(nf_seq s) { return (size_t)s.B * (size_t)s.S; }
 /* Standard layout for length L: one zero column either side of each example. */
 static inline nf_seq nf_seq_make(int B, int L) { nf_seq s = {B, L, L + 2, 1}; return s; }
 
-/* ---- threads ---- */
+/* ---- threads and CPU ---- */
 /* Threads our own OpenMP loops use (the value set by nf_set_threads). */
 int nf_nn_threads(void);
+/* 1 if this CPU runs AVX2 and FMA (x86-64 with GCC or Clang; 0 elsewhere): the one test
+ * behind every run-time choice of a vector path in model/ (GEMM, GroupNorm, AdamW). */
+int nf_cpu_avx2_fma(void);
 
 /* ---- GEMM ----
  * Row-major C[M][N] = beta C + alpha op(A) op(B), op = transpose if ta/tb, with every

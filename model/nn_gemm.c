@@ -197,10 +197,7 @@ int nf_gemm_force_path(int path);
 int nf_gemm_force_path(int path)
 {
 #ifdef HAVE_X86
-    if (path == PATH_AVX2) {
-        __builtin_cpu_init();
-        if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
-    }
+    if (path == PATH_AVX2 && !nf_cpu_avx2_fma()) return 0;
 #else
     if (path == PATH_AVX2) return 0;
 #endif
@@ -213,13 +210,7 @@ static ukr_fn pick_kernel(void)
 {
     if (g_force_path == PATH_SCALAR) return ukr_scalar;
 #ifdef HAVE_X86
-    if (g_force_path == PATH_AVX2) return ukr_avx2;
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    if (have) return ukr_avx2;
+    if (g_force_path == PATH_AVX2 || nf_cpu_avx2_fma()) return ukr_avx2;
 #endif
     return ukr_scalar;
 }
@@ -313,15 +304,6 @@ pack_tr_avx2(float *dst, int dstride, int width, const float *const *src, int nr
     }
 }
 
-static int g_have_avx2 = -1;
-static int have_avx2(void)
-{
-    if (g_have_avx2 < 0) {
-        __builtin_cpu_init();
-        g_have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return g_have_avx2;
-}
 #endif
 
 /* op(A) rows [i0, i0+mc), k in [k0, k0+kc) -> ceil(mc/MR) panels of kc*MR floats. */
@@ -333,7 +315,7 @@ __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst,
         if (A.cs == 1) {
             int k8 = 0;
 #ifdef HAVE_X86
-            if (have_avx2()) {
+            if (nf_cpu_avx2_fma()) {
                 const float *rows[8];
                 for (int r = 0; r < 8; r++) rows[r] = src + (r < mr ? r : 0) * A.rs;
                 k8 = kc / 8 * 8;
@@ -400,7 +382,7 @@ __attribute__((target_clones("avx2", "default"))) static void pack_b(float *dst,
                 cols[j] = B.p + row_off(&B, k0) + col_off(&B, j0 + jr + (j < nr ? j : 0));
             int k8 = 0;
 #ifdef HAVE_X86
-            if (have_avx2()) {
+            if (nf_cpu_avx2_fma()) {
                 k8 = kc / 8 * 8;
                 pack_tr_avx2(dst, NR, 8, cols, nr < 8 ? nr : 8, k8);
                 pack_tr_avx2(dst + 8, NR, 8, cols + 8, nr > 8 ? nr - 8 : 0, k8);

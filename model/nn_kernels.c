@@ -28,6 +28,22 @@ int nf_nn_threads(void)
     return n > 0 ? n : omp_get_num_procs();
 }
 
+int nf_cpu_avx2_fma(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    static atomic_int have = -1;
+    int h = atomic_load(&have);
+    if (h < 0) {
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        atomic_store(&have, h);
+    }
+    return h;
+#else
+    return 0;
+#endif
+}
+
 
 float nf_fast_expf(float x) { return nf_fastexp_inline(x); }
 float nf_fast_sigmoid(float x) { return 1.0f / (1.0f + nf_fastexp_inline(-x)); }

@@ -420,7 +420,7 @@ AVX2_FMA static void gn_bwd2_row_avx2(float *d, const float *dy, const float *x,
 static int gn_use_avx2(void)
 {
 #ifdef GN_X86
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return nf_cpu_avx2_fma();
 #else
     return 0;
 #endif

@@ -1,6 +1,8 @@
 /* AdamW, gradient clipping, learning-rate schedule and EMA on flat float slabs. */
 #include "nf_optim.h"
 
+#include "nf_nn.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,22 +28,10 @@
 static int g_force_portable;
 void nf_optim_force_portable(int on) { g_force_portable = on; }
 
-static int use_avx2(void)
-{
-#ifdef HAVE_X86
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2");
-    }
-    return have && !g_force_portable;
-#else
-    return 0;
-#endif
-}
+static int use_avx2(void) { return nf_cpu_avx2_fma() && !g_force_portable; }
 
 typedef struct {
-    float b1, b2, one_b1, one_b2, eps, step_size, inv_sqrt_bc2, decay;
+    float b2, one_b1, one_b2, eps, step_size, inv_sqrt_bc2, decay;
 } adam_consts;
 
 static void adam_portable(const adam_consts *k, float *params, const float *grads, float *m, float *v,
@@ -151,7 +141,7 @@ nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float 
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     /* Decoupled decay (Loshchilov & Hutter, Algorithm 2 line 12), applied first as torch does. */
     const float decay = (float)(1.0 - (double)lr * (double)opt->cfg.weight_decay);
-    const adam_consts k = {b1, opt->cfg.beta2, 1.0f - b1, 1.0f - opt->cfg.beta2, eps, step_size, inv_sqrt_bc2, decay};
+    const adam_consts k = {b2, 1.0f - b1, 1.0f - b2, eps, step_size, inv_sqrt_bc2, decay};
     float *m = opt->m, *v = opt->v;
     const uint8_t *mask = opt->decay_mask;
     const size_t n = opt->n;
