@@ -49,6 +49,13 @@ int nf_nn_threads(void);
  * behind every run-time choice of a vector path in model/ (GEMM, GroupNorm, AdamW). */
 int nf_cpu_avx2_fma(void);
 
+/* Runs fn(ctx, who) on up to nthreads threads at once (who = 0 is the caller, 1.. the
+ * pool's workers) and returns when all have returned. The calls share out the work
+ * themselves (an atomic counter in ctx); results must not depend on who does what. Runs
+ * fn(ctx, 0) alone when nthreads <= 1 or when another thread is using the pool. See
+ * nn_pool.c. */
+void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx);
+
 /* ---- GEMM ----
  * Row-major C[M][N] = beta C + alpha op(A) op(B), op = transpose if ta/tb, with every
  * element summed in a fixed order whatever the thread count or its position (see

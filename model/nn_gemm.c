@@ -54,6 +54,7 @@
 #include "nf_nn.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -62,6 +63,9 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_X86 1
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
 #endif
 
 #define MR 6      /* micro-tile rows */
@@ -190,6 +194,7 @@ ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t l
 /* ---- path selection (run time; tests can force a path) ---- */
 enum { PATH_AUTO = 0, PATH_SCALAR = 1, PATH_AVX2 = 2 };
 static int g_force_path = PATH_AUTO;
+static int g_no_shared; /* testing hook: 1 = every tile packs its own operands */
 
 /* Testing hook (declared in the tests, not in a public header): 0 auto, 1 portable,
  * 2 AVX2+FMA. Returns 0 if the path is unavailable on this CPU. Not thread safe. */
@@ -205,6 +210,10 @@ int nf_gemm_force_path(int path)
     g_force_path = path;
     return 1;
 }
+
+/* Testing hook: 1 turns the shared packing (run_shared) off, 0 back on. */
+void nf_gemm_force_unshared(int off);
+void nf_gemm_force_unshared(int off) { g_no_shared = off != 0; }
 
 static ukr_fn pick_kernel(void)
 {
@@ -224,6 +233,8 @@ static ukr_fn pick_kernel(void)
 static _Thread_local float *tl_scratch;
 static _Thread_local float *tl_slab;
 static _Thread_local size_t tl_slab_cap;
+static _Thread_local float *tl_shared; /* whole packed operands (see run_shared) */
+static _Thread_local size_t tl_shared_cap;
 
 static float *thread_scratch(void)
 {
@@ -508,6 +519,151 @@ static void run_item(const prob_t *P, long item)
 
 static int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
+/* ---- shared packing: each operand packed once per call ----
+ * run_item packs the A rows and B columns of its own tile, so with tm x tn tiles A is
+ * packed tn times and B tm times. When the problem is one super-chunk and both packed
+ * operands are small (the batch-1 and small-batch layers, where the threads need several
+ * tiles of a narrow problem), they are instead packed once into shared buffers, the
+ * threads splitting the packing, and the tiles then only run micro-kernels. The
+ * micro-kernels see the same panels in the same chunk order: the same bits. */
+#define SHARED_MAX_FLOATS ((size_t)1 << 20) /* per operand: 4 MB */
+#define PACK_ROWS (8 * MR)  /* rows of A per packing unit */
+#define PACK_COLS (8 * NR)  /* columns of B per packing unit */
+
+typedef struct {
+    const prob_t *P;
+    float *a, *b;   /* chunk c of A at a + c * Mp * KCH, of B at b + c * KCH * Np */
+    int Mp, Np;
+    int ua, ub;     /* packing units per chunk */
+} shared_t;
+
+static int shared_fits(const prob_t *P, size_t *floats)
+{
+    if (P->nsup != 1) return 0;
+    size_t a = (size_t)round_up(P->M, MR) * (size_t)P->nchunks * KCH;
+    size_t b = (size_t)round_up(P->N, NR) * (size_t)P->nchunks * KCH;
+    *floats = a + b;
+    return a <= SHARED_MAX_FLOATS && b <= SHARED_MAX_FLOATS;
+}
+
+static void shared_pack_unit(const shared_t *S, long u)
+{
+    const prob_t *P = S->P;
+    int per = S->ua + S->ub, c = (int)(u / per), q = (int)(u % per);
+    int k0 = c * KCH, kc = P->K - k0 < KCH ? P->K - k0 : KCH;
+    if (q < S->ua) {
+        int r0 = q * PACK_ROWS, rows = P->M - r0 < PACK_ROWS ? P->M - r0 : PACK_ROWS;
+        pack_a(S->a + (size_t)c * S->Mp * KCH + (size_t)(r0 / MR) * kc * MR, P->A, r0, rows, k0, kc);
+    } else {
+        int j0 = (q - S->ua) * PACK_COLS, cols = P->N - j0 < PACK_COLS ? P->N - j0 : PACK_COLS;
+        pack_b(S->b + (size_t)c * KCH * S->Np + (size_t)(j0 / NR) * kc * NR, P->B, k0, kc, j0, cols);
+    }
+}
+
+static void shared_tile(const shared_t *S, long tile, float *T)
+{
+    const prob_t *P = S->P;
+    int i0 = (int)(tile % P->tm) * P->mc, j0 = (int)(tile / P->tm) * P->nc;
+    int mc = P->M - i0 < P->mc ? P->M - i0 : P->mc;
+    int nc = P->N - j0 < P->nc ? P->N - j0 : P->nc;
+    const ptrdiff_t ldT = NCMAX;
+    for (int c = 0; c < P->nchunks; c++) {
+        int kc = P->K - c * KCH < KCH ? P->K - c * KCH : KCH;
+        int first = c == 0, last = c == P->nchunks - 1;
+        int mode = first ? (last ? M_FINAL : M_STORE) : (last ? M_ADD_FINAL : M_ADD);
+        const float *ac = S->a + (size_t)c * S->Mp * KCH, *bc = S->b + (size_t)c * KCH * S->Np;
+        for (int ir = 0; ir < mc; ir += MR) {
+            const float *a = ac + (size_t)((i0 + ir) / MR) * kc * MR;
+            int mr = mc - ir < MR ? mc - ir : MR, row = i0 + ir;
+            if (mode >= M_FINAL) prefetch_c(P, row, mr, j0, nc < 2 * NR ? nc : 2 * NR);
+            for (int jr = 0; jr < nc; jr += NR) {
+                const float *b = bc + (size_t)((j0 + jr) / NR) * kc * NR;
+                int nr = nc - jr < NR ? nc - jr : NR;
+                if (mode >= M_FINAL && jr + 2 * NR < nc)
+                    prefetch_c(P, row, mr, j0 + jr + 2 * NR, nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
+                P->ukr(kc, a, b, mode, T + ir * ldT + jr, ldT, P->C + row * P->ldc + j0 + jr, P->ldc, P->e,
+                       mr, nr);
+            }
+        }
+    }
+}
+
+typedef struct {
+    const shared_t *S;
+    long units, tiles;
+    atomic_long next_u, done_u, next_t;
+} shared_job;
+
+/* Every participant packs units while there are any, waits until all are packed, then
+ * runs tiles. A participant without scratch computes its tiles element by element (same
+ * bits). */
+static void shared_fn(void *ctx, int who)
+{
+    (void)who;
+    shared_job *J = ctx;
+    const prob_t *P = J->S->P;
+    long u, t;
+    while ((u = atomic_fetch_add_explicit(&J->next_u, 1, memory_order_relaxed)) < J->units) {
+        shared_pack_unit(J->S, u);
+        atomic_fetch_add_explicit(&J->done_u, 1, memory_order_release);
+    }
+    while (atomic_load_explicit(&J->done_u, memory_order_acquire) < J->units) CPU_RELAX();
+    float *scr = thread_scratch();
+    while ((t = atomic_fetch_add_explicit(&J->next_t, 1, memory_order_relaxed)) < J->tiles) {
+        if (scr) {
+            shared_tile(J->S, t, scr + PA_FLOATS + PB_FLOATS);
+        } else {
+            int i0 = (int)(t % P->tm) * P->mc, j0 = (int)(t / P->tm) * P->nc;
+            run_item_fallback(P, 0, i0, P->M - i0 < P->mc ? P->M - i0 : P->mc, j0,
+                              P->N - j0 < P->nc ? P->N - j0 : P->nc);
+        }
+    }
+}
+
+typedef struct {
+    const prob_t *P;
+    long items;
+    atomic_long next;
+} items_job;
+
+static void items_fn(void *ctx, int who)
+{
+    (void)who;
+    items_job *J = ctx;
+    long it;
+    while ((it = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->items) run_item(J->P, it);
+}
+
+/* Returns 0 if the shared path cannot run (no memory): the caller falls back. */
+static int run_shared(const prob_t *P, int nt)
+{
+    size_t need;
+    if (!shared_fits(P, &need)) return 0;
+    if (need > tl_shared_cap) {
+        free(tl_shared);
+        tl_shared = aligned_alloc(64, need * sizeof(float));
+        tl_shared_cap = tl_shared ? need : 0;
+        if (!tl_shared) return 0;
+    }
+    shared_t S;
+    S.P = P;
+    S.Mp = round_up(P->M, MR);
+    S.Np = round_up(P->N, NR);
+    S.a = tl_shared;
+    S.b = tl_shared + (size_t)S.Mp * P->nchunks * KCH;
+    S.ua = (P->M + PACK_ROWS - 1) / PACK_ROWS;
+    S.ub = (P->N + PACK_COLS - 1) / PACK_COLS;
+    shared_job J;
+    J.S = &S;
+    J.units = (long)P->nchunks * (S.ua + S.ub);
+    J.tiles = (long)P->tm * P->tn;
+    atomic_init(&J.next_u, 0);
+    atomic_init(&J.done_u, 0);
+    atomic_init(&J.next_t, 0);
+    nf_pool_run(nt, shared_fn, &J);
+    return 1;
+}
+
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
                  int ldc)
@@ -588,8 +744,12 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     }
     long items = (long)P.nsup * P.tm * P.tn;
     if (items < 2) nt = 1;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
-    for (long it = 0; it < items; it++) run_item(&P, it);
+    if (items > 1 && !g_no_shared && run_shared(&P, nt)) return;
+    items_job J;
+    J.P = &P;
+    J.items = items;
+    atomic_init(&J.next, 0);
+    nf_pool_run(nt, items_fn, &J);
     if (P.nsup > 1) {
         /* total = ((q_0 + q_1) + q_2) + ..., then the epilogue. */
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && (size_t)M * N * P.nsup > 65536)

@@ -1,7 +1,7 @@
 /* nf_gemm: accuracy against a double-precision reference for all four transpose cases,
  * edge shapes and alpha/beta; and bit-identity of every element across thread counts,
  * positions inside a wider matrix (the batch position) and kernel paths (AVX2+FMA vs
- * the portable fmaf kernel). */
+ * the portable fmaf kernel), and with the operands packed once per call or per tile. */
 #include "nf_nn.h"
 #include "nf_rng.h"
 #include "nf_unet.h"
@@ -13,6 +13,9 @@
 
 /* Testing hook in model/nn_gemm.c: 0 auto, 1 portable, 2 AVX2+FMA (0 if unavailable). */
 int nf_gemm_force_path(int path);
+/* Testing hook in model/nn_gemm.c: 1 = every tile packs its own operands (no shared
+ * packing), 0 = automatic. */
+void nf_gemm_force_unshared(int off);
 
 static uint32_t lcg = 12345u;
 static int rnd(int lo, int hi) /* uniform in [lo, hi] */
@@ -108,6 +111,18 @@ static void check_shape(shape s, int have_avx2)
     float *c2 = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
     CHECK(same_bits(c1, c2, s.M, s.N, ldc, ldc), "1 vs 2 threads differ: ta=%d tb=%d M=%d N=%d K=%d",
           s.ta, s.tb, s.M, s.N, s.K);
+
+    /* Shared packing (operands packed once per call) vs per-tile packing. */
+    nf_gemm_force_unshared(1);
+    float *cu = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
+    nf_set_threads(1);
+    float *cu1 = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
+    nf_set_threads(2);
+    nf_gemm_force_unshared(0);
+    CHECK(same_bits(c1, cu, s.M, s.N, ldc, ldc) && same_bits(c1, cu1, s.M, s.N, ldc, ldc),
+          "per-tile packing differs from shared packing: ta=%d tb=%d M=%d N=%d K=%d", s.ta, s.tb,
+          s.M, s.N, s.K);
+    free(cu), free(cu1);
 
     /* Position: the whole wider problem, then compare the window. */
     shape w = s;
