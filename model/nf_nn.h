@@ -55,6 +55,9 @@ int nf_cpu_avx2_fma(void);
  * fn(ctx, 0) alone when nthreads <= 1 or when another thread is using the pool. See
  * nn_pool.c. */
 void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx);
+/* One step (the i-th) of a wait loop on another thread's progress: a CPU pause, and
+ * now and then a yield of the core (nn_pool.c). */
+void nf_spin_pause(int i);
 
 /* ---- GEMM ----
  * Row-major C[M][N] = beta C + alpha op(A) op(B), op = transpose if ta/tb, with every

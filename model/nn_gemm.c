@@ -63,9 +63,6 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_X86 1
-#define CPU_RELAX() _mm_pause()
-#else
-#define CPU_RELAX() ((void)0)
 #endif
 
 #define MR 6      /* micro-tile rows */
@@ -607,7 +604,7 @@ static void shared_fn(void *ctx, int who)
         shared_pack_unit(J->S, u);
         atomic_fetch_add_explicit(&J->done_u, 1, memory_order_release);
     }
-    while (atomic_load_explicit(&J->done_u, memory_order_acquire) < J->units) CPU_RELAX();
+    for (int i = 0; atomic_load_explicit(&J->done_u, memory_order_acquire) < J->units; i++) nf_spin_pause(i);
     float *scr = thread_scratch();
     while ((t = atomic_fetch_add_explicit(&J->next_t, 1, memory_order_relaxed)) < J->tiles) {
         if (scr) {

@@ -18,6 +18,7 @@
 #include "nf_nn.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,6 +66,19 @@ static double now_us(void)
 
 static unsigned gen_of(uint64_t j) { return (unsigned)(j >> 32); }
 
+/* One step of a wait loop: a pause, and every 8th time a yield, so that on a machine
+ * whose cores are all busy (a DAW, another job) a waiting thread gives its core to
+ * whoever has work instead of holding it until preempted; on an idle core the yield
+ * returns at once. */
+void nf_spin_pause(int i)
+{
+    if ((i & 7) == 7)
+        sched_yield();
+    else
+        CPU_RELAX();
+}
+#define spin_pause nf_spin_pause
+
 static void *worker(void *arg)
 {
     pool_t *p = &g_pool;
@@ -76,7 +90,7 @@ static void *worker(void *arg)
         if (gen_of(j) == seen) {
             double until = now_us() + NF_POOL_SPIN_US;
             for (int i = 0;; i++) {
-                CPU_RELAX();
+                spin_pause(i);
                 j = atomic_load(&p->job);
                 if (gen_of(j) != seen) break;
                 if ((i & 31) == 31 && now_us() > until) break;
@@ -150,6 +164,6 @@ void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx)
     fn(ctx, 0);
     /* Close the job, then wait for the workers that entered it. */
     int entered = (int)(atomic_fetch_or(&p->job, CLOSED) & ENTERED_MASK);
-    while (atomic_load_explicit(&p->left, memory_order_acquire) < entered) CPU_RELAX();
+    for (int i = 0; atomic_load_explicit(&p->left, memory_order_acquire) < entered; i++) spin_pause(i);
     pthread_mutex_unlock(&p->busy);
 }
