@@ -1,7 +1,9 @@
 /* The reference-network benchmarks behind `noisefloor bench` (see nf_bench.h).
  *
  * What is timed, per call (the PyTorch side in tests/bench/torch_nets.py does the same):
- *   forward:  nf_unet_forward at batch B, inference mode.
+ *   forward:  nf_unet_forward at batch B, inference mode, the convolution weights packed
+ *             once beforehand (nf_unet_prepack, as the engine does when it loads a model;
+ *             the same for ddim).
  *   train:    a DDPM training step (Ho et al. 2020, Algorithm 1): t uniform in [0, 1000),
  *             eps ~ N(0, I), x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (eq. 4) on a
  *             linear beta schedule 1e-4..0.02; forward; L = mean (eps_theta - eps)^2;
@@ -279,6 +281,7 @@ nf_status nf_bench_run(const nf_bench_options *o, nf_bench_result *r)
         r->params = nf_unet_num_params(s.net);
         nf_bench_batch *bb = &r->batches[r->n_batches++];
         bb->batch = B;
+        st = nf_unet_prepack(s.net); /* as the engine does when it loads a model */
         for (int k = -1; k < o->repeat && !st; k++) {
             double t0 = nf_now();
             st = nf_unet_forward(s.net, s.x0, s.t, NULL, B, s.L, s.out, 0, 0);
@@ -306,6 +309,7 @@ nf_status nf_bench_run(const nf_bench_options *o, nf_bench_result *r)
         nf_schedule sched;
         memset(&sched, 0, sizeof sched);
         st = nf_schedule_init(&sched, NF_SCHEDULE_LINEAR, T_TRAIN);
+        if (!st) st = nf_unet_prepack(s.net);
         if (!st && bn->n_fft > 0) {
             st = nf_stft_create(bn->n_fft, bn->hop, &stft);
             audio = malloc((size_t)bn->audio_length * sizeof(float));

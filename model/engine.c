@@ -96,6 +96,7 @@ nf_status nf_model_load(const char *path, nf_model **out)
             s = nf_fail(NF_ERR_NUMERIC, "%s: the weights contain NaN or Inf", path);
             goto fail;
         }
+    nf_unet_prepack(m->net); /* weights fixed from here on; NOMEM just leaves them unpacked */
 
     nf_model_info *info = &m->info;
     info->sample_rate = d->sample_rate;
@@ -160,6 +161,7 @@ static nf_status ensure_net(nf_model *m, int B)
     nf_status s = nf_unet_create(&m->ucfg, B, m->model_length, &net);
     if (s) return s;
     memcpy(nf_unet_params(net), m->params, m->n_params * sizeof(float));
+    nf_unet_prepack(net); /* weights fixed from here on; NOMEM just leaves them unpacked */
     nf_unet_free(m->net);
     m->net = net;
     m->net_batch = B;

@@ -55,6 +55,19 @@ int nf_cpu_avx2_fma(void);
  * fn(ctx, 0) alone when nthreads <= 1 or when another thread is using the pool. See
  * nn_pool.c. */
 void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx);
+/* Weights packed once for the GEMM (nn_gemm.c): A [M][K] row-major (the layers' weight
+ * layout) packed into nf_gemm_packed_a_floats(M, K) floats (64-byte aligned) and
+ * registered; every later nf_gemm / nf_gemm_taps with op(A) = that A (same address, M, K,
+ * lda = K) may read the panels instead of packing them, with identical results. The
+ * caller must unregister before A changes or either buffer is freed.
+ * nf_gemm_register_packed returns 0 (and the matrix is packed per call as before) when
+ * out of memory. */
+size_t nf_gemm_packed_a_floats(int M, int K);
+void nf_gemm_pack_a(int M, int K, const float *A, float *dst);
+int nf_gemm_register_packed(const float *A, int M, int K, const float *packed);
+/* Unregisters every matrix whose panels start in buf[0 .. n). */
+void nf_gemm_unregister_packed(const float *buf, size_t n);
+
 /* One step (the i-th) of a wait loop on another thread's progress: a CPU pause, and
  * now and then a yield of the core (nn_pool.c). */
 void nf_spin_pause(int i);

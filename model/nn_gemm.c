@@ -54,6 +54,7 @@
 #include "nf_nn.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -192,6 +193,7 @@ ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t l
 enum { PATH_AUTO = 0, PATH_SCALAR = 1, PATH_AVX2 = 2 };
 static int g_force_path = PATH_AUTO;
 static int g_no_shared; /* testing hook: 1 = every tile packs its own operands */
+static int g_no_prepacked; /* testing hook: 1 = registered panels are ignored */
 
 /* Testing hook (declared in the tests, not in a public header): 0 auto, 1 portable,
  * 2 AVX2+FMA. Returns 0 if the path is unavailable on this CPU. Not thread safe. */
@@ -211,6 +213,9 @@ int nf_gemm_force_path(int path)
 /* Testing hook: 1 turns the shared packing (run_shared) off, 0 back on. */
 void nf_gemm_force_unshared(int off);
 void nf_gemm_force_unshared(int off) { g_no_shared = off != 0; }
+/* Testing hook: 1 ignores registered pre-packed weights, 0 uses them. */
+void nf_gemm_ignore_prepacked(int off);
+void nf_gemm_ignore_prepacked(int off) { g_no_prepacked = off != 0; }
 
 static ukr_fn pick_kernel(void)
 {
@@ -585,6 +590,77 @@ static void shared_tile(const shared_t *S, long tile, float *T)
     }
 }
 
+/* ---- weights packed once (nf_gemm_pack_a / nf_gemm_register_packed) ----
+ * An inference network's weights do not change between calls, so their A panels (15% of
+ * a batch-1 forward) can be packed once when the model is loaded. A registered matrix is
+ * found by its address, shape and leading dimension; the shared path then reads its
+ * panels instead of packing them: the same panels, so the same bits. */
+typedef struct {
+    const float *a;
+    int M, K;
+    const float *packed;
+} packed_entry;
+
+static pthread_rwlock_t g_reg_lock = PTHREAD_RWLOCK_INITIALIZER;
+static packed_entry *g_reg;
+static size_t g_reg_n, g_reg_cap;
+
+size_t nf_gemm_packed_a_floats(int M, int K)
+{
+    if (M <= 0 || K <= 0) return 0;
+    return (size_t)round_up(M, MR) * (size_t)((K + KCH - 1) / KCH) * KCH;
+}
+
+void nf_gemm_pack_a(int M, int K, const float *A, float *dst)
+{
+    mat_t Am = {A, K, 1, 1, 0, 0};
+    int nchunks = (K + KCH - 1) / KCH, Mp = round_up(M, MR);
+    for (int c = 0; c < nchunks; c++) {
+        int k0 = c * KCH, kc = K - k0 < KCH ? K - k0 : KCH;
+        pack_a(dst + (size_t)c * Mp * KCH, Am, 0, M, k0, kc);
+    }
+}
+
+int nf_gemm_register_packed(const float *A, int M, int K, const float *packed)
+{
+    int ok = 1;
+    pthread_rwlock_wrlock(&g_reg_lock);
+    if (g_reg_n == g_reg_cap) {
+        size_t cap = g_reg_cap ? 2 * g_reg_cap : 64;
+        packed_entry *r = realloc(g_reg, cap * sizeof *r);
+        if (r) {
+            g_reg = r;
+            g_reg_cap = cap;
+        } else {
+            ok = 0; /* not registered: that matrix is simply packed per call */
+        }
+    }
+    if (ok) g_reg[g_reg_n++] = (packed_entry){A, M, K, packed};
+    pthread_rwlock_unlock(&g_reg_lock);
+    return ok;
+}
+
+void nf_gemm_unregister_packed(const float *buf, size_t n)
+{
+    pthread_rwlock_wrlock(&g_reg_lock);
+    for (size_t i = 0; i < g_reg_n;)
+        if (g_reg[i].packed >= buf && g_reg[i].packed < buf + n) g_reg[i] = g_reg[--g_reg_n];
+        else i++;
+    pthread_rwlock_unlock(&g_reg_lock);
+}
+
+/* The registered panels of A (op(A) = A, rows of K contiguous floats), or NULL. */
+static const float *find_packed(const mat_t *A, int M, int K)
+{
+    if (A->cs != 1 || A->rs != K || A->taps > 1) return NULL;
+    const float *r = NULL;
+    pthread_rwlock_rdlock(&g_reg_lock);
+    for (size_t i = 0; i < g_reg_n && !r; i++)
+        if (g_reg[i].a == A->p && g_reg[i].M == M && g_reg[i].K == K) r = g_reg[i].packed;
+    pthread_rwlock_unlock(&g_reg_lock);
+    return r;
+}
+
 typedef struct {
     const shared_t *S;
     long units, tiles;
@@ -631,8 +707,9 @@ static void items_fn(void *ctx, int who)
     while ((it = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->items) run_item(J->P, it);
 }
 
-/* Returns 0 if the shared path cannot run (no memory): the caller falls back. */
-static int run_shared(const prob_t *P, int nt)
+/* pre: A's registered panels, or NULL to pack A here. Returns 0 if the shared path
+ * cannot run (too big, or no memory): the caller falls back. */
+static int run_shared(const prob_t *P, int nt, const float *pre)
 {
     size_t need;
     if (!shared_fits(P, &need)) return 0;
@@ -646,9 +723,9 @@ static int run_shared(const prob_t *P, int nt)
     S.P = P;
     S.Mp = round_up(P->M, MR);
     S.Np = round_up(P->N, NR);
-    S.a = tl_shared;
+    S.a = pre ? (float *)pre : tl_shared; /* read-only when pre: no A units below */
     S.b = tl_shared + (size_t)S.Mp * P->nchunks * KCH;
-    S.ua = (P->M + PACK_ROWS - 1) / PACK_ROWS;
+    S.ua = pre ? 0 : (P->M + PACK_ROWS - 1) / PACK_ROWS;
     S.ub = (P->N + PACK_COLS - 1) / PACK_COLS;
     shared_job J;
     J.S = &S;
@@ -741,7 +818,9 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     }
     long items = (long)P.nsup * P.tm * P.tn;
     if (items < 2) nt = 1;
-    if (items > 1 && !g_no_shared && run_shared(&P, nt)) return;
+    /* The shared path also serves one tile when A's panels are registered (no packing). */
+    const float *pre = g_no_prepacked || g_no_shared ? NULL : find_packed(&P.A, M, K);
+    if ((items > 1 || pre) && !g_no_shared && run_shared(&P, nt, pre)) return;
     items_job J;
     J.P = &P;
     J.items = items;

@@ -66,6 +66,8 @@ struct nf_unet {
     float *att_scr;  /* attention scores */
     size_t att_scr_size;
     int *y;          /* labels of the last training forward */
+    float *packed;   /* nf_unet_prepack: conv weights packed for the GEMM (NULL: none) */
+    size_t packed_n; /* floats in packed */
     /* Last forward. */
     int B, L, trained;
     uint64_t dropout_seed;
@@ -444,9 +446,45 @@ nf_status nf_unet_count_params(const nf_unet_config *cfg, size_t *count)
     return ok ? NF_OK : nf_fail(NF_ERR_NOMEM, "unet: out of memory");
 }
 
+static void drop_packed(nf_unet *net)
+{
+    if (!net->packed) return;
+    nf_gemm_unregister_packed(net->packed, net->packed_n);
+    free(net->packed);
+    net->packed = NULL;
+    net->packed_n = 0;
+}
+
+nf_status nf_unet_prepack(nf_unet *net)
+{
+    drop_packed(net);
+    /* Convolution weights [cout][cin][k] are the GEMMs' A operands as [cout][cin k]. */
+    size_t total = 0;
+    for (int i = 0; i < net->n_tensors; i++) {
+        const nf_param_info *t = &net->tensors[i];
+        if (t->ndim == 3) total += nf_gemm_packed_a_floats(t->shape[0], t->shape[1] * t->shape[2]) + 16;
+    }
+    if (total == 0) return NF_OK;
+    net->packed = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+    if (!net->packed) return nf_fail(NF_ERR_NOMEM, "unet: out of memory for packed weights");
+    net->packed_n = total;
+    size_t off = 0;
+    for (int i = 0; i < net->n_tensors; i++) {
+        const nf_param_info *t = &net->tensors[i];
+        if (t->ndim != 3) continue;
+        int M = t->shape[0], K = t->shape[1] * t->shape[2];
+        float *dst = net->packed + off;
+        nf_gemm_pack_a(M, K, net->params + t->offset, dst);
+        if (!nf_gemm_register_packed(net->params + t->offset, M, K, dst)) break; /* unpacked from here on */
+        off += (nf_gemm_packed_a_floats(M, K) + 15) / 16 * 16; /* keep every block 64-byte aligned */
+    }
+    return NF_OK;
+}
+
 void nf_unet_free(nf_unet *net)
 {
     if (!net) return;
+    drop_packed(net);
     free(net->ops);
     free(net->tensors);
     free(net->extra);
@@ -463,7 +501,11 @@ void nf_unet_free(nf_unet *net)
 
 const nf_unet_config *nf_unet_get_config(const nf_unet *net) { return &net->cfg; }
 size_t nf_unet_num_params(const nf_unet *net) { return net->n_params; }
-float *nf_unet_params(nf_unet *net) { return net->params; }
+float *nf_unet_params(nf_unet *net)
+{
+    drop_packed(net); /* the caller may change the weights */
+    return net->params;
+}
 float *nf_unet_grads(nf_unet *net) { return net->grads; }
 int nf_unet_num_tensors(const nf_unet *net) { return net->n_tensors; }
 

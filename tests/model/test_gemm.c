@@ -16,6 +16,8 @@ int nf_gemm_force_path(int path);
 /* Testing hook in model/nn_gemm.c: 1 = every tile packs its own operands (no shared
  * packing), 0 = automatic. */
 void nf_gemm_force_unshared(int off);
+/* Testing hook in model/nn_gemm.c: 1 = registered pre-packed weights are ignored. */
+void nf_gemm_ignore_prepacked(int off);
 
 static uint32_t lcg = 12345u;
 static int rnd(int lo, int hi) /* uniform in [lo, hi] */
@@ -178,6 +180,49 @@ static void check_taps(int tb, int M, int rows, int taps, int step, int Nk, floa
     free(X), free(Bx), free(A), free(C1), free(C2);
 }
 
+/* Weights packed once and registered (nf_gemm_pack_a / nf_gemm_register_packed): the
+ * same bits as packing per call, for plain and tapped GEMMs, 1 and 2 threads, over one
+ * and several chunks of K; the registered panels really are what is read (scaling them
+ * doubles the result); unregistering goes back to packing. */
+static void check_prepacked(int M, int N, int K, int taps)
+{
+    int rows = K / taps, ld = N + 2 * taps + 1;
+    float *A = randm((size_t)M * K, 21), *X = randm((size_t)rows * ld, 22);
+    float *C0 = randm((size_t)M * N, 23), *C1 = malloc((size_t)M * N * sizeof(float));
+    float *C2 = malloc((size_t)M * N * sizeof(float));
+    size_t np = nf_gemm_packed_a_floats(M, K);
+    float *P = aligned_alloc(64, (np * sizeof(float) + 63) / 64 * 64);
+    nf_gemm_pack_a(M, K, A, P);
+    for (int nt = 1; nt <= 2; nt++) {
+        nf_set_threads(nt);
+        memcpy(C1, C0, (size_t)M * N * sizeof(float));
+        nf_gemm_taps(0, 0, M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, 1.0f, C1, N);
+        CHECK(nf_gemm_register_packed(A, M, K, P), "%s", "register");
+        memcpy(C2, C0, (size_t)M * N * sizeof(float));
+        nf_gemm_taps(0, 0, M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, 1.0f, C2, N);
+        CHECK(same_bits(C1, C2, M, N, N, N), "pre-packed A differs: M %d N %d K %d taps %d, %d threads", M, N, K,
+              taps, nt);
+        for (size_t i = 0; i < np; i++) P[i] *= 2.0f; /* exact: the sums double */
+        memcpy(C2, C0, (size_t)M * N * sizeof(float));
+        nf_gemm_taps(0, 0, M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, 0.0f, C2, N);
+        memcpy(C1, C0, (size_t)M * N * sizeof(float));
+        nf_gemm_ignore_prepacked(1); /* 2 A X the usual way */
+        nf_gemm_taps(0, 0, M, N, K, 2.0f, A, K, X + taps, ld, taps, 1, 0.0f, C1, N);
+        nf_gemm_ignore_prepacked(0);
+        CHECK(same_bits(C1, C2, M, N, N, N), "registered panels not used: M %d N %d K %d", M, N, K);
+        for (size_t i = 0; i < np; i++) P[i] *= 0.5f;
+        nf_gemm_unregister_packed(P, np);
+        for (size_t i = 0; i < np; i++) P[i] = NAN; /* unregistered: must not be read */
+        memcpy(C2, C0, (size_t)M * N * sizeof(float));
+        nf_gemm_taps(0, 0, M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, 1.0f, C2, N);
+        memcpy(C1, C0, (size_t)M * N * sizeof(float));
+        nf_gemm_taps(0, 0, M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, 1.0f, C1, N);
+        CHECK(same_bits(C1, C2, M, N, N, N) && isfinite(C2[0]), "after unregistering: M %d N %d K %d", M, N, K);
+        nf_gemm_pack_a(M, K, A, P);
+    }
+    free(A), free(X), free(C0), free(C1), free(C2), free(P);
+}
+
 int main(void)
 {
     /* Forcing the AVX2 path must succeed exactly when the CPU has AVX2 and FMA. */
@@ -206,6 +251,9 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_shape(fixed[i], have_avx2);
 
+    check_prepacked(128, 129, 384, 3);  /* a batch-1 conv: one chunk */
+    check_prepacked(61, 40, 1539, 3);   /* several chunks, partial panels */
+    check_prepacked(256, 33, 256, 1);   /* 1x1 */
     check_taps(0, 13, 5, 3, 1, 70, 1.0f);
     check_taps(0, 40, 200, 3, -2, 300, 0.0f);
     check_taps(1, 9, 7, 3, 1, 20000, 1.0f);

@@ -247,6 +247,34 @@ static void test_determinism(void)
         CHECK(!memcmp(o1 + (size_t)c.out_ch * L, o2, (size_t)c.out_ch * L * 4),
               "example alone differs from the same example in a batch (%d threads)", th);
     }
+    /* Inference with the weights packed once (nf_unet_prepack): the same bits, alone and
+     * in the batch; and nf_unet_params() drops the packed copy, so a weight changed
+     * through it is seen by the next forward (no stale panels). */
+    for (int th = 1; th <= 2; th++) {
+        nf_set_threads(th);
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o1, 0, 0));
+        CHECK_OK(nf_unet_prepack(net));
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
+        CHECK(!memcmp(o1, o2, ny * 4), "forward with packed weights differs (%d threads)", th);
+        CHECK_OK(nf_unet_forward(net, x + (size_t)c.in_ch * L, t + 1, y + 1, 1, L, o2, 0, 0));
+        CHECK(!memcmp(o1 + (size_t)c.out_ch * L, o2, (size_t)c.out_ch * L * 4),
+              "packed weights: example alone differs from the batch (%d threads)", th);
+    }
+    {
+        const nf_param_info *ti = NULL;
+        for (int i = 0; i < nf_unet_num_tensors(net) && !ti; i++)
+            if (nf_unet_tensor(net, i)->ndim == 3) ti = nf_unet_tensor(net, i); /* the input conv */
+        float *p = nf_unet_params(net), saved = p[ti->offset];
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o1, 0, 0));
+        CHECK_OK(nf_unet_prepack(net));
+        p = nf_unet_params(net);
+        p[ti->offset] += 0.5f;
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
+        CHECK(memcmp(o1, o2, ny * 4) != 0, "%s", "a weight changed after nf_unet_params() was not seen");
+        nf_unet_params(net)[ti->offset] = saved;
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
+        CHECK(!memcmp(o1, o2, ny * 4), "%s", "restoring the weight did not restore the output");
+    }
     /* And a training step without dropout: example 0 alone vs first in the batch. */
     c.dropout = 0.0f;
     nf_unet_free(net);
