@@ -94,6 +94,7 @@ static int run(int argc, char **argv)
         {"log-mag", 0, NF_OPT_FLAG, &c.log_mag, NULL, "with --repr mag: log-compressed magnitudes (silence is 0, 60 dB of range) instead of square roots", 0, 0, NULL, NULL},
         {"power", 0, NF_OPT_FLOAT, &c.power, "P", "with --repr stft|mag: compress amplitudes to |X|^P (0: 0.5, square roots; 1: none)", 0, 1, NULL, NULL},
         {"phase-bins", 0, NF_OPT_INT, &c.phase_bins, "N", "with --repr mag: keep the phase of the N lowest bins (a kick's fundamental), Griffin-Lim for the rest", 0, 4097, NULL, NULL},
+        {"lead-frames", 0, NF_OPT_INT, &c.lead_frames, "N", "with --repr stft|mag: N frames of the silence before each clip in front of it, so that the onset is not the model's first frame", 0, 4096, NULL, NULL},
         {"rate", 'r', NF_OPT_INT, &c.sample_rate, "HZ", "sample rate", 4000, 192000, NULL, NULL},
         {"length", 'l', NF_OPT_DOUBLE, &seconds, "SECONDS", "clip length", 0.01, 30, NULL, NULL},
         {"stereo", 0, NF_OPT_FLAG, &stereo, NULL, "train on stereo clips (default: mono)", 0, 0, NULL, NULL},
@@ -156,6 +157,7 @@ static int run(int argc, char **argv)
     if (c.power > 0 && repr == NF_REPR_WAVE) return nf_cli_error("--power: only for --repr stft or mag"), 2;
     if (c.power > 0 && c.log_mag) return nf_cli_error("--power: not with --log-mag (one compression or the other)"), 2;
     if (c.phase_bins && repr != NF_REPR_MAG) return nf_cli_error("--phase-bins: only for --repr mag"), 2;
+    if (c.lead_frames && repr == NF_REPR_WAVE) return nf_cli_error("--lead-frames: only for --repr stft or mag"), 2;
     if (c.phase_bins > c.n_fft / 2 + 1)
         return nf_cli_error("--phase-bins: %d is more than the %d bins of --n-fft %d", c.phase_bins, c.n_fft / 2 + 1, c.n_fft), 2;
     if (c.steps <= 0 && c.minutes <= 0) return nf_cli_error("give --steps N or --minutes M"), 2;

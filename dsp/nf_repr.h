@@ -3,7 +3,7 @@
  *
  * - "wave": identity (Cm = C, Lm = L), times the normalisation scale.
  * - "stft": the compressed STFT layout of nf_stft.h (Cm = 2 (n_fft/2 + 1) C,
- *   Lm = 1 + L / hop), times the normalisation scale.
+ *   Lm = lead_frames + 1 + L / hop), times the normalisation scale.
  * - "mag": the compressed STFT magnitudes (Cm = (n_fft/2 + 1 + phase_bins) C, Lm as
  *   "stft"; the lowest phase_bins bins keep their phase), times the scale; decoding finds
  *   the other phases with fast Griffin-Lim (nf_stft.h). The model
@@ -37,6 +37,8 @@ typedef struct {
     float log_floor; /* mag: > 0 compresses log(1 + |X| / log_floor) instead of |X|^power
                       * (nf_repr_log_floor gives the usual value) */
     int phase_bins;  /* mag: the lowest bins kept as complex values (nf_stft.h) */
+    int lead_frames; /* stft, mag: frames of the silence before the clip in front of it
+                      * (nf_stft_set_lead); Lm grows by as many */
     float scale;  /* normalisation multiplier (0: 1) */
 } nf_repr_config;
 

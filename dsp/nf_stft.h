@@ -7,7 +7,7 @@
  * - centred framing as torch.stft(center=True) but with ZERO padding of n_fft/2 at each
  *   end: frame f covers input samples [f*hop - n_fft/2, f*hop + n_fft/2), and there are
  *   frames = 1 + L / hop (integer division) frames, e.g. L = 16384, n_fft = 512,
- *   hop = 128 -> 129 frames;
+ *   hop = 128 -> 129 frames (plus any lead frames, see nf_stft_set_lead);
  * - X[f][k] = sum_n w[n] x[f*hop - n_fft/2 + n] e^{-2 pi i k n / n_fft}, k = 0..n_fft/2
  *   (unnormalised, FFTW's r2c convention);
  * - inverse: weighted overlap-add of w * irfft(X) divided by sum_f w^2 (the least-squares
@@ -35,7 +35,17 @@ void nf_stft_free(nf_stft *s);
 int nf_stft_n_fft(const nf_stft *s);
 int nf_stft_hop(const nf_stft *s);
 int nf_stft_bins(const nf_stft *s);             /* n_fft/2 + 1 */
-int nf_stft_frames(const nf_stft *s, int length); /* 1 + length / hop */
+int nf_stft_frames(const nf_stft *s, int length); /* lead + 1 + length / hop */
+
+/* Lead frames: `frames` extra frames before frame 0, centred at -frames*hop, ..., -hop,
+ * on the silence before the sound (0 when created). Frame f then covers input samples
+ * [(f - lead)*hop - n_fft/2, (f - lead)*hop + n_fft/2). A model then sees a sound's onset
+ * a few frames in from the edge of its input, with silence before it, as in the
+ * recordings it was cut from; the inverse still returns samples 0..L-1 only, so a
+ * decoder keeps the silence before the sound silent. */
+#define NF_STFT_MAX_LEAD 4096
+nf_status nf_stft_set_lead(nf_stft *s, int frames);
+int nf_stft_lead(const nf_stft *s);
 
 /* x [L] -> re, im [bins][frames] (frequency-major, the model's layout). */
 nf_status nf_stft_forward(nf_stft *s, const float *x, int L, float *re, float *im);

@@ -55,6 +55,7 @@ nf_status nf_repr_create(const nf_repr_config *cfg, nf_repr **out)
     if (!r) return nf_fail(NF_ERR_NOMEM, "representation: out of memory");
     r->cfg = *cfg;
     if (r->cfg.scale == 0) r->cfg.scale = 1;
+    if (cfg->kind == NF_REPR_WAVE) r->cfg.lead_frames = 0;
     if (cfg->kind != NF_REPR_WAVE) {
         if (r->cfg.n_fft == 0) r->cfg.n_fft = 512;
         if (r->cfg.gl_iters == 0) r->cfg.gl_iters = NF_REPR_GL_ITERS;
@@ -79,6 +80,11 @@ nf_status nf_repr_create(const nf_repr_config *cfg, nf_repr **out)
             return s;
         }
         r->cfg.hop = nf_stft_hop(r->stft);
+        s = nf_stft_set_lead(r->stft, r->cfg.lead_frames);
+        if (s) {
+            nf_repr_free(r);
+            return s;
+        }
         if (r->cfg.kind != NF_REPR_MAG) r->cfg.phase_bins = 0;
         if (r->cfg.phase_bins < 0 || r->cfg.phase_bins > nf_stft_bins(r->stft)) {
             int pb = r->cfg.phase_bins, bins = nf_stft_bins(r->stft);

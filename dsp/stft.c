@@ -14,6 +14,7 @@ static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct nf_stft {
     int n_fft, hop, bins;
+    int lead;           /* frames centred before the first sample (nf_stft_set_lead) */
     float *window;      /* [n_fft] periodic Hann */
     double *wsum;       /* [hop]: sum_j w^2[r + j hop] for r < hop, largest index first: the
                          * ISTFT's normaliser at a sample that every frame it needs covers */
@@ -81,14 +82,25 @@ void nf_stft_free(nf_stft *s)
 int nf_stft_n_fft(const nf_stft *s) { return s->n_fft; }
 int nf_stft_hop(const nf_stft *s) { return s->hop; }
 int nf_stft_bins(const nf_stft *s) { return s->bins; }
-int nf_stft_frames(const nf_stft *s, int length) { return length < 0 ? 0 : 1 + length / s->hop; }
+int nf_stft_frames(const nf_stft *s, int length) { return length < 0 ? 0 : s->lead + 1 + length / s->hop; }
+
+nf_status nf_stft_set_lead(nf_stft *s, int frames)
+{
+    if (frames < 0 || frames > NF_STFT_MAX_LEAD)
+        return nf_fail(NF_ERR_ARG, "STFT: lead frames must be in 0..%d (got %d)", NF_STFT_MAX_LEAD, frames);
+    s->lead = frames;
+    return NF_OK;
+}
+
+int nf_stft_lead(const nf_stft *s) { return s->lead; }
 int nf_stft_layout_channels(const nf_stft *s, int C) { return 2 * s->bins * C; }
 
 /* Frame f of x [L] windowed and transformed: the result is in s->spec [bins]. */
 static void analyse_frame(nf_stft *s, const float *x, int L, int f)
 {
     const int N = s->n_fft;
-    int start = f * s->hop - N / 2; /* zero padding of n_fft/2 before the first sample */
+    /* zero padding of n_fft/2 (and the lead frames) before the first sample */
+    int start = (f - s->lead) * s->hop - N / 2;
     for (int n = 0; n < N; n++) {
         int t = start + n;
         s->frame[n] = (t >= 0 && t < L) ? x[t] * s->window[n] : 0.0f;
@@ -129,7 +141,7 @@ static nf_status inverse_expand(nf_stft *s, const float *re, const float *im, in
         s->spec[0][1] = 0; /* a real signal's DC and Nyquist bins are real */
         s->spec[K - 1][1] = 0;
         fftwf_execute(s->inv);
-        int start = f * hop - half;
+        int start = (f - s->lead) * hop - half;
         int n0 = start < 0 ? -start : 0;
         int n1 = start + N > L ? L - start : N;
         for (int n = n0; n < n1; n++) x[start + n] += s->frame[n] * inv_n * s->window[n];
@@ -139,7 +151,7 @@ static nf_status inverse_expand(nf_stft *s, const float *re, const float *im, in
      * (s->wsum, summed in the same order, so the same bits); near the ends it is
      * summed here from the frames that do exist. No buffer depends on L. */
     for (int t = 0; t < L; t++) {
-        int p = t + half; /* position in the padded signal */
+        int p = t + half + s->lead * hop; /* position in the padded signal */
         int f_hi = p / hop;
         double wsum;
         if (p - N + 1 > 0 && f_hi <= F - 1) {

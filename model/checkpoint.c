@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "nf_json.h"
+#include "nf_stft.h"
 #include "nf_safetensors.h"
 
 /* ---------------------------------------------------------------- hash */
@@ -205,6 +206,7 @@ nf_status nf_model_desc_repr_config(const nf_model_desc *d, nf_repr_config *rc)
         rc->power = d->compress_power;
         rc->log_floor = d->log_floor;
         rc->phase_bins = d->phase_bins;
+        rc->lead_frames = d->lead_frames;
     }
     rc->scale = d->norm_scale;
     return NF_OK;
@@ -230,6 +232,7 @@ nf_status nf_model_desc_to_json(const nf_model_desc *d, char **json)
     nf_jw_key(&w, "compress_power"); jw_float(&w, d->compress_power);
     if (d->log_floor > 0) { nf_jw_key(&w, "log_floor"); jw_float(&w, d->log_floor); }
     if (d->phase_bins > 0) { nf_jw_key(&w, "phase_bins"); nf_jw_int(&w, d->phase_bins); }
+    if (d->lead_frames > 0) { nf_jw_key(&w, "lead_frames"); nf_jw_int(&w, d->lead_frames); }
     nf_jw_key(&w, "norm_scale"); jw_float(&w, d->norm_scale);
     nf_jw_key(&w, "sample_rate"); nf_jw_int(&w, d->sample_rate);
     nf_jw_key(&w, "channels"); nf_jw_int(&w, d->channels);
@@ -294,6 +297,9 @@ nf_status nf_model_desc_from_json(const char *json, size_t len, const char *what
     if (!st && nf_json_get(r, "phase_bins")) st = get_int(r, "phase_bins", what, &d->phase_bins);
     if (!st && (d->phase_bins < 0 || d->phase_bins > 65537))
         st = nf_fail(NF_ERR_CORRUPT, "%s: key \"phase_bins\" is %d", what, d->phase_bins);
+    if (!st && nf_json_get(r, "lead_frames")) st = get_int(r, "lead_frames", what, &d->lead_frames);
+    if (!st && (d->lead_frames < 0 || d->lead_frames > NF_STFT_MAX_LEAD))
+        st = nf_fail(NF_ERR_CORRUPT, "%s: key \"lead_frames\" is %d", what, d->lead_frames);
     d->compress_power = (float)cp;
     d->norm_scale = (float)ns;
     if (!st) st = get_int(r, "sample_rate", what, &d->sample_rate);

@@ -230,19 +230,22 @@ int nf_sampler_from_name(const char *name)
     return -1;
 }
 
+int nf_model_positions(const nf_model *m) { return m->model_length; }
+
 /* The model-domain mask for a sample-domain one: a position of the model's time axis is
  * known only when every audio sample it depends on is known (for the STFT: the frame's
  * whole window; for the waveform: the sample itself). */
-static void mask_to_model(const nf_model *m, const float *mask, float *mx)
+void nf_model_known_positions(const nf_model *m, const float *mask, float *mx)
 {
     int L = m->info.length, Lm = m->model_length;
     if (m->repr_cfg.kind == NF_REPR_WAVE) {
         for (int i = 0; i < Lm; i++) mx[i] = mask[i] >= 0.5f ? 1.0f : 0.0f;
         return;
     }
-    int hop = m->repr_cfg.hop, half = m->repr_cfg.n_fft / 2;
+    int hop = m->repr_cfg.hop, half = m->repr_cfg.n_fft / 2, lead = m->repr_cfg.lead_frames;
     for (int j = 0; j < Lm; j++) {
-        int lo = j * hop - half, hi = j * hop + half;
+        /* A lead frame over the silence before the clip depends on no sample: known. */
+        int lo = (j - lead) * hop - half, hi = (j - lead) * hop + half;
         if (lo < 0) lo = 0;
         if (hi > L) hi = L;
         int known = 1;
@@ -324,7 +327,7 @@ static nf_status gen_begin(nf_model *m, const nf_gen_params *p, int n, const flo
     if (p->known_mask) {
         g->mask_x = malloc((size_t)Lm * sizeof(float));
         if (!g->mask_x) { s = nf_fail(NF_ERR_NOMEM, "out of memory"); goto fail; }
-        mask_to_model(m, p->known_mask, g->mask_x);
+        nf_model_known_positions(m, p->known_mask, g->mask_x);
         c.mask = g->mask_x;
         g->known_mask = p->known_mask;
     }

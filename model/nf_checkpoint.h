@@ -41,6 +41,7 @@ typedef struct {
     float compress_power;     /* stft/mag amplitude compression |X|^p (1: none) */
     float log_floor;          /* mag: > 0: log(1 + |X|/log_floor) instead (key optional, 0) */
     int phase_bins;           /* mag: low bins kept complex (key optional, 0) */
+    int lead_frames;          /* stft/mag: frames of silence before each clip (key optional, 0) */
     float norm_scale;         /* data are multiplied by this before diffusion */
     int sample_rate;          /* Hz */
     int channels;             /* 1 or 2 */

@@ -40,6 +40,14 @@ void nf_model_free(nf_model *m);
 const nf_model_info *nf_model_get_info(const nf_model *m);
 /* Class index by name (case-insensitive), or -1. */
 int nf_model_class_index(const nf_model *m, const char *name);
+/* The length of the model's time axis (samples for "wave", STFT frames, lead frames
+ * included, otherwise). */
+int nf_model_positions(const nf_model *m);
+/* What inpainting and extension keep, in the model's domain: mx[j] = 1 when every audio
+ * sample that position j depends on is known (mask[i] >= 0.5; for the STFT, the frame's
+ * whole window; a lead frame over the silence before the clip depends on none), else 0.
+ * mask [info.length], mx [nf_model_positions]. */
+void nf_model_known_positions(const nf_model *m, const float *mask, float *mx);
 /* Where the bundled default model is installed (or found in the source tree). */
 const char *nf_default_model_path(void);
 

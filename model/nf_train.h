@@ -70,6 +70,7 @@ typedef struct {
     int log_mag;              /* mag: log compression (nf_repr_log_floor) instead of sqrt */
     int phase_bins;           /* mag: lowest bins kept complex */
     float power;              /* stft, mag: amplitude compression |X|^power (0: 0.5) */
+    int lead_frames;          /* stft, mag: frames of silence in front of each clip (0) */
 
     /* ---- network ---- */
     const char *preset;       /* "tiny", "small", "base" (NULL: "small"); ignored when

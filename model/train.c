@@ -505,6 +505,7 @@ nf_status nf_train(const nf_train_config *c)
         if (c->repr == NF_REPR_MAG && c->log_mag) rc.log_floor = nf_repr_log_floor(c->n_fft ? c->n_fft : 512);
         if (c->repr == NF_REPR_MAG) rc.phase_bins = c->phase_bins;
         if (c->power > 0) rc.power = c->power;
+        rc.lead_frames = c->lead_frames;
     }
     if ((st = nf_repr_create(&rc, &tr->repr))) goto done;
     float scale = 1.0f;
@@ -706,6 +707,7 @@ static void fill_desc(trainer *tr, long long step, nf_model_desc *d)
     d->compress_power = c->repr ? rc->power : 1.0f;
     d->log_floor = rc->kind == NF_REPR_MAG ? rc->log_floor : 0.0f;
     d->phase_bins = rc->kind == NF_REPR_MAG ? rc->phase_bins : 0;
+    d->lead_frames = rc->lead_frames;
     d->norm_scale = rc->scale;
     d->sample_rate = c->sample_rate;
     d->channels = tr->C;
@@ -819,6 +821,9 @@ static nf_status load_state(trainer *tr, long long *step)
         return nf_fail(NF_ERR_ARG,
                        "%s: --resume: trained with other settings (%s, %d Hz, %d samples, %d ch, T %d, %s); use the same options",
                        tr->model_path, d->representation, d->sample_rate, d->length, d->channels, d->T, d->objective);
+    if (d->lead_frames != (c->repr == NF_REPR_WAVE ? 0 : c->lead_frames))
+        return nf_fail(NF_ERR_ARG, "%s: --resume: trained with --lead-frames %d, not %d", tr->model_path, d->lead_frames,
+                       c->lead_frames);
     if (d->seed != c->seed)
         return nf_fail(NF_ERR_ARG, "%s: --resume: trained with --seed %llu, not %llu", tr->model_path,
                        (unsigned long long)d->seed, (unsigned long long)c->seed);

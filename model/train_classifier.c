@@ -245,8 +245,9 @@ static int desc_differs(const nf_model_desc *a, const nf_model_desc *b, char *wh
         return snprintf(why, size, "representation %s, the model's %s", a->representation, b->representation), 1;
     if (strcmp(a->representation, "wave") &&
         (a->n_fft != b->n_fft || a->hop != b->hop || fabsf(a->compress_power - b->compress_power) > 1e-6f ||
-         fabsf(a->log_floor - b->log_floor) > 1e-6f * b->log_floor || a->phase_bins != b->phase_bins))
-        return snprintf(why, size, "STFT %d/%d, the model's %d/%d", a->n_fft, a->hop, b->n_fft, b->hop), 1;
+         fabsf(a->log_floor - b->log_floor) > 1e-6f * b->log_floor || a->phase_bins != b->phase_bins || a->lead_frames != b->lead_frames))
+        return snprintf(why, size, "STFT %d/%d (lead %d), the model's %d/%d (lead %d)", a->n_fft, a->hop,
+                        a->lead_frames, b->n_fft, b->hop, b->lead_frames), 1;
     if (fabsf(a->norm_scale - b->norm_scale) > 1e-5f * fabsf(b->norm_scale))
         return snprintf(why, size, "normalisation scale %g, the model's %g", (double)a->norm_scale,
                         (double)b->norm_scale), 1;

@@ -57,6 +57,7 @@ static void fill_desc(nf_model_desc *d)
     d->n_fft = 512;
     d->hop = 128;
     d->compress_power = 0.5f;
+    d->lead_frames = 4;
     d->norm_scale = 1.7f;
     d->sample_rate = 44100;
     d->channels = 2;
@@ -87,6 +88,7 @@ static int same_desc(const nf_model_desc *a, const nf_model_desc *b)
 {
     int ok = strcmp(a->representation, b->representation) == 0 && a->n_fft == b->n_fft && a->hop == b->hop &&
              a->compress_power == b->compress_power && a->norm_scale == b->norm_scale &&
+             a->log_floor == b->log_floor && a->phase_bins == b->phase_bins && a->lead_frames == b->lead_frames &&
              a->sample_rate == b->sample_rate && a->channels == b->channels && a->length == b->length &&
              strcmp(a->objective, b->objective) == 0 && strcmp(a->schedule, b->schedule) == 0 && a->T == b->T &&
              a->learned_variance == b->learned_variance && a->num_classes == b->num_classes &&
@@ -252,6 +254,25 @@ static void test_model_round_trip(void)
             CHECK(nf_checkpoint_load(bad, 1, 64, 0, &net2, NULL, NULL) == NF_ERR_CORRUPT &&
                       strstr(nf_last_error(), "\"objective\""),
                   "bad objective: %s", nf_last_error());
+        }
+        free(dj);
+    }
+    /* A lead-frame count out of range (a hand-edited or foreign file). */
+    {
+        char *dj = NULL;
+        CHECK_OK(nf_model_desc_to_json(&desc, &dj));
+        char *o = dj ? strstr(dj, "\"lead_frames\":4") : NULL;
+        CHECK(o != NULL, "lead_frames in the JSON: %s", dj ? dj : "");
+        if (o) {
+            size_t n = strlen(dj) + 2;
+            char *neg = malloc(n);
+            snprintf(neg, n, "%.*s-%s", (int)(o + 14 - dj), dj, o + 14); /* "lead_frames":-4 */
+            CHECK_OK(copy_with_meta(path, bad, "noisefloor.model", neg));
+            free(neg);
+            net2 = NULL;
+            CHECK(nf_checkpoint_load(bad, 1, 64, 0, &net2, NULL, NULL) == NF_ERR_CORRUPT && !net2 &&
+                      strstr(nf_last_error(), "\"lead_frames\" is -4"),
+                  "bad lead_frames: %s", nf_last_error());
         }
         free(dj);
     }

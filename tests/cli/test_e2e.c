@@ -18,6 +18,7 @@
 #include "cli_run.h"
 
 #include "nf_audio.h"
+#include "nf_engine.h"
 #include "nf_features.h"
 #include "nf_rng.h"
 #include "nf_safetensors.h"
@@ -637,6 +638,62 @@ static void check_power(void)
     CHECK(rc == 0, "rendering a --power model: exit %d", rc);
 }
 
+/* --lead-frames reaches the model file, and inpainting maps its region onto the model's
+ * frames with the lead counted in: a complex-STFT model (exactly invertible) keeps the
+ * samples that only fully known frames cover, bit for bit up to rounding, even untrained.
+ * Frame f covers [(f - lead) hop - n_fft/2, ...): forgetting the lead would treat frames
+ * four hops (64 samples) further right as the known ones, and samples from 80 on would
+ * change. Also refused with --repr wave. */
+static void check_lead(void)
+{
+    int rc = run("lead_train", "train", path_in("data"), "-o", path_in("lead.safetensors"), "--preset", "tiny", "--repr",
+                 "stft", "--n-fft", "64", "--lead-frames", "4", "--rate", "4000", "--length", "0.064", "--steps", "2",
+                 "--threads", threads, NULL);
+    CHECK(rc == 0, "training with --lead-frames: exit %d", rc);
+    rc = run("lead_info", "info", path_in("lead.safetensors"), NULL);
+    char *out = slurp(path_in("lead_info.out"));
+    CHECK(rc == 0 && out && strstr(out, "\"lead_frames\":4"), "--lead-frames 4 not in the model: %s", out ? out : "");
+    free(out);
+    char in[4200];
+    snprintf(in, sizeof in, "%s/data/low/low_03.wav", work);
+    /* Region 200..240 (of 256): frames reaching into it are centred at 184 and later, so
+     * samples before 152 are covered by known frames only. */
+    rc = run("lead_inpaint", "inpaint", "-m", path_in("lead.safetensors"), in, "--region", "0.05s:0.06s", "--steps", "4",
+             "-o", path_in("lead_inpaint"), NULL);
+    CHECK(rc == 0, "inpaint with a lead-frame model: exit %d", rc);
+    nf_audio a = {0}, b = {0};
+    if (!nf_audio_read(in, 0, &a) && !nf_audio_read(path_in("lead_inpaint/low_03_inpaint_0.wav"), 0, &b) &&
+        a.frames == b.frames && a.frames == LEN) {
+        double pa = nf_audio_peak(&a), worst = 0;
+        for (int i = 0; i < 150; i++) worst = fmax(worst, fabs(a.data[i] / pa - b.data[i]));
+        CHECK(worst < 1e-4, "inpaint with lead frames changed a kept sample by %.3g", worst);
+    } else {
+        CHECK(0, "inpaint with lead frames: cannot compare");
+    }
+    nf_audio_free(&a);
+    nf_audio_free(&b);
+    /* The known positions, straight from the library: frame j (lead 4, hop 16, n_fft 64)
+     * covers [16 (j - 4) - 32, 16 (j - 4) + 32) of 256 samples; with samples 200..239
+     * unknown, frames 0..14 (centres up to 160) are known and 15..20 (176..256) not. */
+    nf_model *m = NULL;
+    CHECK_OK(nf_model_load(path_in("lead.safetensors"), &m));
+    if (m) {
+        int n = nf_model_positions(m), bad = 0;
+        CHECK(n == 4 + 1 + LEN / 16, "positions %d, want %d", n, 4 + 1 + LEN / 16);
+        float mask[LEN], mx[64];
+        for (int i = 0; i < LEN; i++) mask[i] = i >= 200 && i < 240 ? 0.0f : 1.0f;
+        nf_model_known_positions(m, mask, mx);
+        for (int j = 0; j < n && j < 64; j++) bad += mx[j] != (j <= 14 ? 1.0f : 0.0f);
+        CHECK(bad == 0, "%d frames of a lead-frame model wrongly known or unknown", bad);
+        nf_model_free(m);
+    }
+    rc = run("err_lead_wave", "train", path_in("x"), "-o", path_in("x.safetensors"), "--lead-frames", "2", NULL);
+    char *err = stderr_of("err_lead_wave");
+    CHECK(rc == 2 && nf_test_count_lines(err) == 1 && strstr(err, "--lead-frames"), "--lead-frames with wave: exit %d: %s",
+          rc, err);
+    free(err);
+}
+
 /* Interrupt a run with SIGINT, resume it, and compare with an uninterrupted one. */
 static void check_resume(void)
 {
@@ -731,7 +788,7 @@ int main(void)
         }
     CHECK(right == N_CLASSES * PER_CLASS, "signature recognises only %d/%d corpus clips", right, N_CLASSES * PER_CLASS);
 
-    const char *only = getenv("NF_E2E_ONLY"); /* for debugging one part: wave, stft, resume, power */
+    const char *only = getenv("NF_E2E_ONLY"); /* for debugging one part: wave, stft, resume, power, lead */
     if (!only || !strcmp(only, "wave")) train_and_check("wave", "300", fx);
     if (!only || !strcmp(only, "stft")) train_and_check("stft", "600", fx);
     char model[4200];
@@ -740,6 +797,7 @@ int main(void)
     if (!only || !strcmp(only, "stft")) check_errors(model);
     if (!only || !strcmp(only, "resume")) check_resume();
     if (!only || !strcmp(only, "power")) check_power();
+    if (!only || !strcmp(only, "lead")) check_lead();
     nf_features_free(fx);
     return nf_test_done();
 }
