@@ -7,6 +7,8 @@
 #include <math.h>
 #include <samplerate.h>
 #include <sndfile.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -35,6 +37,8 @@ void nf_audio_free(nf_audio *a)
     memset(a, 0, sizeof *a);
 }
 
+static nf_status check_wav_lists(const char *path);
+
 /* Check the path before libsndfile sees it, so that each common problem gets its own
  * words instead of libsndfile's generic "System error". */
 static nf_status check_input_path(const char *path)
@@ -53,7 +57,68 @@ static nf_status check_input_path(const char *path)
     int fd = open(path, O_RDONLY);
     if (fd < 0) return nf_fail(NF_ERR_IO, "%s: unreadable (%s)", path, strerror(errno));
     close(fd);
-    return NF_OK;
+    return check_wav_lists(path);
+}
+
+/* A WAV's LIST chunks (metadata such as INFO tags), checked before libsndfile parses
+ * them: libsndfile 1.2.0 spends minutes of CPU on a LIST entry whose size runs past its
+ * chunk (a 227-byte file found by fuzzing hung `noisefloor` for over a minute). Walks the
+ * top-level chunks of a RIFF/RIFX WAVE file; every entry of a LIST must fit inside it.
+ * Anything that is not a WAVE file, or ends early, is left to libsndfile. */
+static uint32_t get32(const unsigned char *b, int big)
+{
+    return big ? (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]
+               : (uint32_t)b[3] << 24 | (uint32_t)b[2] << 16 | (uint32_t)b[1] << 8 | b[0];
+}
+
+static void chunk_name(char out[24], const unsigned char id[4])
+{
+    char *o = out;
+    for (int i = 0; i < 4; i++) {
+        if (id[i] >= 0x20 && id[i] < 0x7f && id[i] != '\\') *o++ = (char)id[i];
+        else o += sprintf(o, "\\x%02x", id[i]);
+    }
+    *o = 0;
+}
+
+static nf_status check_wav_lists(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NF_OK; /* check_input_path has said what is wrong with it */
+    unsigned char h[12];
+    nf_status st = NF_OK;
+    if (fread(h, 1, 12, f) == 12 && (!memcmp(h, "RIFF", 4) || !memcmp(h, "RIFX", 4)) && !memcmp(h + 8, "WAVE", 4)) {
+        const int big = h[3] == 'X';
+        for (int chunks = 0; chunks < 100000 && !st; chunks++) {
+            unsigned char c[8];
+            if (fread(c, 1, 8, f) != 8) break;
+            uint32_t size = get32(c + 4, big);
+            long long next = (long long)ftello(f) + size + (size & 1);
+            if (!memcmp(c, "LIST", 4) && size >= 4 && size <= (1u << 24)) {
+                unsigned char *d = malloc(size);
+                if (!d || fread(d, 1, size, f) != size) { /* cut short: libsndfile's to judge */
+                    free(d);
+                    break;
+                }
+                for (uint32_t at = 4; at + 8 <= size;) {
+                    uint32_t len = get32(d + at + 4, big);
+                    if (len > size - at - 8) {
+                        char name[24];
+                        chunk_name(name, d + at);
+                        st = nf_fail(NF_ERR_CORRUPT,
+                                     "%s: damaged WAV metadata: LIST entry '%s' claims %u bytes, only %u are left in its chunk",
+                                     path, name, len, size - at - 8);
+                        break;
+                    }
+                    at += 8 + len + (len & 1);
+                }
+                free(d);
+            }
+            if (fseeko(f, next, SEEK_SET) != 0) break;
+        }
+    }
+    fclose(f);
+    return st;
 }
 
 static nf_status open_error(const char *path)

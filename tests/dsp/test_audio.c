@@ -282,6 +282,45 @@ static void test_bad_input(void)
     size_t n;
     CHECK_OK(nf_read_file(p, &buf, &n));
 
+    /* A LIST (metadata) entry whose size runs past its chunk: libsndfile 1.2.0 spends
+     * minutes on it (found by fuzzing, tests/fuzz/corpus/audio/list-entry-overrun.wav);
+     * it must be refused at once, and a well-formed LIST must still load. */
+    {
+        static const unsigned char list_bad[] = {'L', 'I', 'S', 'T', 26, 0, 0, 0, 'I', 'N', 'F', 'O',
+                                                 'I', 'C', 0xb3, 0xab, 0xf3, 0xff, 0xff, 0xff,
+                                                 'x', 'y', 'z', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        static const unsigned char list_ok[] = {'L', 'I', 'S', 'T', 28, 0, 0, 0, 'I', 'N', 'F', 'O',
+                                                'I', 'C', 'M', 'T', 6, 0, 0, 0, 'h', 'e', 'l', 'l', 'o', 0,
+                                                'I', 'S', 'F', 'T', 2, 0, 0, 0, 'x', 0};
+        for (int bad = 0; bad <= 1; bad++) {
+            /* good.wav with the LIST chunk inserted after "fmt " (before "data"). */
+            size_t at = 12;
+            while (at + 8 < n && memcmp((unsigned char *)buf + at, "data", 4) != 0) at++;
+            const unsigned char *l = bad ? list_bad : list_ok;
+            size_t ln = bad ? sizeof list_bad : sizeof list_ok;
+            unsigned char *d = malloc(n + ln);
+            memcpy(d, buf, at);
+            memcpy(d + at, l, ln);
+            memcpy(d + at + ln, (unsigned char *)buf + at, n - at);
+            uint32_t riff = (uint32_t)(n + ln - 8);
+            memcpy(d + 4, &riff, 4); /* little-endian host (x86) */
+            path_of(q, sizeof q, bad ? "list_bad.wav" : "list_ok.wav");
+            write_raw(q, d, n + ln);
+            free(d);
+            if (bad) {
+                double t0 = nf_now();
+                expect_fail(q, NF_ERR_CORRUPT, "LIST entry 'IC\\xb3\\xab' claims 4294967283 bytes");
+                CHECK(nf_now() - t0 < 5.0, "refusing the bad LIST took %.1f s", nf_now() - t0);
+            } else {
+                nf_audio g;
+                nf_status st = nf_audio_read(q, 0, &g);
+                CHECK(st == NF_OK && g.frames == 20000, "a WAV with a well-formed LIST chunk: %s",
+                      st ? nf_last_error() : "wrong length");
+                nf_audio_free(&g);
+            }
+        }
+    }
+
     /* Truncated in the middle of the samples: the header promises more than is there. */
     path_of(q, sizeof q, "trunc.wav");
     write_raw(q, buf, n / 2);
