@@ -462,7 +462,7 @@ nf_status nf_unet_prepack(nf_unet *net)
     size_t total = 0;
     for (int i = 0; i < net->n_tensors; i++) {
         const nf_param_info *t = &net->tensors[i];
-        if (t->ndim == 3) total += nf_gemm_packed_a_floats(t->shape[0], t->shape[1] * t->shape[2]) + 16;
+        if (t->ndim == 3) total += nf_gemm_packed_a_floats(t->shape[0], t->shape[1] * t->shape[2]);
     }
     if (total == 0) return NF_OK;
     net->packed = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
@@ -476,7 +476,7 @@ nf_status nf_unet_prepack(nf_unet *net)
         float *dst = net->packed + off;
         nf_gemm_pack_a(M, K, net->params + t->offset, dst);
         if (!nf_gemm_register_packed(net->params + t->offset, M, K, dst)) break; /* unpacked from here on */
-        off += (nf_gemm_packed_a_floats(M, K) + 15) / 16 * 16; /* keep every block 64-byte aligned */
+        off += nf_gemm_packed_a_floats(M, K); /* a multiple of 512 floats: blocks stay 64-byte aligned */
     }
     return NF_OK;
 }
