@@ -96,11 +96,11 @@ static nf_status check_wav_lists(const char *path)
             long long next = (long long)ftello(f) + size + (size & 1);
             if (!memcmp(c, "LIST", 4) && size >= 4 && size <= (1u << 24)) {
                 unsigned char *d = malloc(size);
-                if (!d || fread(d, 1, size, f) != size) { /* cut short: libsndfile's to judge */
-                    free(d);
-                    break;
-                }
-                for (uint32_t at = 4; at + 8 <= size;) {
+                /* A LIST cut short by the end of the file is still checked as far as it
+                 * goes: an entry claiming more than its chunk declares is damaged
+                 * whether or not the rest of the chunk is there. */
+                uint32_t got = d ? (uint32_t)fread(d, 1, size, f) : 0;
+                for (uint32_t at = 4; at + 8 <= got;) {
                     uint32_t len = get32(d + at + 4, big);
                     if (len > size - at - 8) {
                         char name[24];
