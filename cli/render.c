@@ -22,6 +22,7 @@ void nf_render_opts_default(nf_render_opts *r)
     r->bits_i = 2;
     r->batch = 16;
     r->classifier_scale = p.classifier_scale;
+    r->fade_in_ms = p.fade_in_ms;
 }
 
 /* The classifier of --classifier, loaded once per model and file (a job file renders
@@ -82,6 +83,7 @@ int nf_render_setup(nf_render_opts *r, nf_model **m, const char **model_path, nf
     p->cfg_scale = r->cfg;
     p->seed = r->seed;
     p->threads = r->threads;
+    p->fade_in_ms = r->fade_in_ms;
     p->class_id = -1;
     if (r->class_name && strcasecmp(r->class_name, "any") != 0) {
         if (info->num_classes == 0)

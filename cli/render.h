@@ -25,11 +25,12 @@ typedef struct {
     int cfg_seen;
     const char *classifier;  /* --classifier FILE (NULL: no classifier guidance) */
     float classifier_scale;  /* --classifier-scale */
+    float fade_in_ms;        /* --fade-in */
 } nf_render_opts;
 
 void nf_render_opts_default(nf_render_opts *r);
 
-/* The option-table entries of the shared options (15 entries). */
+/* The option-table entries of the shared options (16 entries). */
 #define NF_RENDER_OPTS(r)                                                                                              \
     {"model", 'm', NF_OPT_STRING, &(r).model, "MODEL", "model file (default: the bundled model)", 0, 0, NULL, NULL},   \
         {"output", 'o', NF_OPT_STRING, &(r).out_dir, "DIR", "output folder (created if needed)", 0, 0, NULL, NULL},     \
@@ -48,7 +49,9 @@ void nf_render_opts_default(nf_render_opts *r);
         {"classifier", 0, NF_OPT_STRING, &(r).classifier, "FILE",                                                      \
          "classifier guidance towards --class with this classifier (train-classifier)", 0, 0, NULL, NULL},             \
         {"classifier-scale", 0, NF_OPT_FLOAT, &(r).classifier_scale, "S", "classifier guidance scale", 0, 100, NULL,  \
-         NULL}
+         NULL},                                                                                                        \
+        {"fade-in", 0, NF_OPT_FLOAT, &(r).fade_in_ms, "MS",                                                            \
+         "declick: raised-cosine fade-in of each rendered start (0: off)", 0, 1000, NULL, NULL}
 
 /* Load the model (cached), resolve the class and fill the generation parameters and the
  * output format; creates the output folder. Returns an exit status (0 = go on). */

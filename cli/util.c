@@ -238,6 +238,8 @@ void nf_cli_meta_begin(nf_json_writer *w, const char *command, const char *model
     nf_jw_double(w, p->eta);
     nf_jw_key(w, "cfg");
     nf_jw_double(w, p->cfg_scale);
+    nf_jw_key(w, "fade_in_ms");
+    nf_jw_double(w, p->fade_in_ms);
     nf_jw_key(w, "model_rate");
     nf_jw_int(w, info->sample_rate);
     nf_jw_key(w, "model_length");

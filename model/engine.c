@@ -194,6 +194,7 @@ struct nf_gen {
     const float *known_mask; /* borrowed */
     int unchanged;    /* variation at strength 0: the result is the given audio itself */
     int threads;
+    int fade;         /* fade-in length, samples */
 };
 
 void nf_gen_params_default(nf_gen_params *p)
@@ -212,6 +213,7 @@ void nf_gen_params_default(nf_gen_params *p)
     p->seed = 0;
     p->strength = 1.0f;
     p->classifier_scale = 1.0f;
+    p->fade_in_ms = NF_FADE_IN_MS;
 }
 
 static const char *const sampler_names[NF_SAMPLER_COUNT] = {"dpmpp", "ddim", "ddpm", "langevin",
@@ -278,6 +280,8 @@ static nf_status check_params(const nf_model *m, const nf_gen_params *p, int n)
     if ((p->known_mask || p->strength < 1.0f) && !p->init_audio)
         return nf_fail(NF_ERR_ARG, "variation and inpainting need a sound to start from");
     if (p->particles < 0 || p->particles > 1024) return nf_fail(NF_ERR_ARG, "particles must be 0..1024 (got %d)", p->particles);
+    if (!(p->fade_in_ms >= 0.0f && p->fade_in_ms <= 1000.0f))
+        return nf_fail(NF_ERR_ARG, "fade-in must be 0..1000 ms (got %g)", (double)p->fade_in_ms);
     return NF_OK;
 }
 
@@ -292,6 +296,8 @@ static nf_status gen_begin(nf_model *m, const nf_gen_params *p, int n, const flo
     g->m = m;
     g->n = n;
     g->threads = p->threads;
+    g->fade = (int)lround((double)p->fade_in_ms * m->info.sample_rate / 1000.0);
+    if (g->fade > m->info.length) g->fade = m->info.length;
     int Cm = m->ucfg.in_ch, Lm = m->model_length;
     size_t per = (size_t)Cm * Lm;
 
@@ -383,6 +389,10 @@ nf_status nf_gen_finish(nf_gen *g, float *out)
     if (s) return s;
     for (int k = 0; k < g->n; k++) {
         float *o = out + k * per_a;
+        /* The fade-in first: the splices below overwrite whatever of it lies in kept audio. */
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < g->fade; i++)
+                o[(size_t)c * L + i] *= (float)(0.5 - 0.5 * cos(M_PI * i / g->fade));
         /* A variation of strength 0 is the input itself (decoding its encoding is exact
          * only to float precision for "stft", and not at all for "mag", whose phase
          * Griffin-Lim reinvents). */

@@ -86,7 +86,33 @@ static void test_generate(const char *repr)
     nf_gen_free(g);
     CHECK(memcmp(a, b, L * sizeof(float)) == 0, "stepwise == one call");
 
-    /* Variation at strength 0 gives the input back; inpainting keeps the known part. */
+    /* The fade-in: the same render without it, shaped by 0.5 - 0.5 cos(pi i / F) over the
+     * first F = 2 ms * 8 kHz = 16 samples and untouched after them, up to the one gain
+     * that keeps a render within full scale. */
+    {
+        const int F = 16;
+        nf_gen_params q = p;
+        q.fade_in_ms = 0.0f;
+        CHECK_OK(nf_generate(m, &q, 1, b));
+        q.fade_in_ms = 2.0f;
+        CHECK_OK(nf_generate(m, &q, 1, a));
+        double gain = 0;
+        for (int i = F; i < L && gain == 0; i++)
+            if (fabsf(b[i]) > 0.01f) gain = (double)a[i] / b[i];
+        double dev = 0;
+        for (int i = 0; i < L; i++) {
+            double w = i < F ? 0.5 - 0.5 * cos(M_PI * i / F) : 1.0;
+            dev = fmax(dev, fabs(a[i] - gain * w * b[i]));
+        }
+        CHECK(gain > 0.5 && gain <= 1.0 + 1e-6 && dev < 1e-6 && a[0] == 0.0f && b[0] != 0.0f,
+              "%s: fade-in of 2 ms is the raised-cosine ramp over 16 samples (gain %g, max dev %g, first %g)", repr,
+              gain, dev, (double)b[0]);
+        q.fade_in_ms = -1.0f;
+        CHECK(nf_generate(m, &q, 1, a) == NF_ERR_ARG && strstr(nf_last_error(), "fade-in"), "bad fade-in refused");
+    }
+
+    /* Variation at strength 0 gives the input back; inpainting keeps the known part (also
+     * where the default fade-in would have shaped it: the mask starts at sample 0). */
     float *init = malloc(L * sizeof(float)), *mask = malloc(L * sizeof(float));
     for (int i = 0; i < L; i++) {
         init[i] = 0.5f * sinf(0.1f * i) * expf(-i / 100.0f);
