@@ -16,8 +16,9 @@
  *      5 ms) between any two takes is < 0.99, and between any take and any corpus clip
  *      < 0.99 (NF_COPY_THRESHOLD).
  *
- * Sampling: the engine's default sampler (Euler ancestral, as the CLI and the plugin use
- * it), 20 steps (the plugin's default), guidance scale 1, seeds 1000 + k, one thread.
+ * Sampling: the engine's defaults as the CLI and the plugin use them (Euler ancestral, the
+ * 0.4 ms fade-in), 20 steps (the plugin's default), guidance scale 1, seeds 1000 + k, one
+ * thread.
  * The model path may be given as argv[1] (for experiments); by default it is
  * $NF_SOURCE_ROOT/presets/default.safetensors. */
 #include "nf_drums.h"
