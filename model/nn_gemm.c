@@ -21,7 +21,8 @@
  * AVX2 kernel and the portable kernel give identical bits (the portable one is slow on
  * CPUs without FMA because fmaf is then emulated by libm, but it is exact there too).
  * Edge tiles run the same full kernel on zero-padded panels; only the epilogue is
- * masked to the valid corner. No AVX-512 kernel yet: the development machine's CPU
+ * masked to the valid corner. A last panel of at most NARROW_MAX columns (batch 1's
+ * 2^k + 1 frames) goes to a column kernel instead: the same chains, 1/16 of the work. No AVX-512 kernel yet: the development machine's CPU
  * does not expose AVX-512, so one could not be tested here (it would give the same
  * bits, being the same per-element chain).
  *
@@ -184,6 +185,80 @@ ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t l
                 else
                     x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, _mm256_maskload_ps(cp, m)));
                 _mm256_maskstore_ps(cp, m, x);
+            }
+        }
+}
+#endif
+
+#ifdef HAVE_X86
+/* ---- AVX2 + FMA narrow-column kernel ----
+ * At batch 1 the layers' N is 2^k + 1 (129, 65, 33 STFT frames): the last 16-column
+ * panel holds one valid column, and running the 6 x 16 kernel on it wastes 15/16 of its
+ * FMAs (a fifth of a batch-1 forward). This computes the nr (<= NARROW_MAX) columns of
+ * that panel instead, one column at a time, G row panels at once: lane r of accumulator
+ * i is row r of panel i (lanes 6 and 7 are junk), each chained over k ascending with the
+ * same fma(a, b, acc) as every other kernel, so the bits are those of ukr_scalar. The
+ * A panels are read with 8-float loads, 2 floats past the 6 of a k-step, which stay
+ * inside the panel except at its last k-step (masked there). */
+#define NARROW_MAX 4
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+col_group(int G, int kc, const float *pa, int p0, int np, int ms, const float *b, int q, int mode, float *t,
+          ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e)
+{
+    __m256 acc[8];
+    const float *a[8];
+    for (int i = 0; i < G; i++) {
+        acc[i] = _mm256_setzero_ps();
+        a[i] = pa + (size_t)(p0 + i) * kc * MR;
+    }
+    (void)np;
+    int k = 0;
+    for (; k < kc - 1; k++) {
+        __m256 bk = _mm256_broadcast_ss(b + (size_t)k * NR + q);
+        for (int i = 0; i < G; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(a[i] + k * MR), bk, acc[i]);
+    }
+    const __m256i six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    __m256 bk = _mm256_broadcast_ss(b + (size_t)k * NR + q);
+    for (int i = 0; i < G; i++) acc[i] = _mm256_fmadd_ps(_mm256_maskload_ps(a[i] + k * MR, six), bk, acc[i]);
+    for (int i = 0; i < G; i++) {
+        float x8[8];
+        _mm256_storeu_ps(x8, acc[i]);
+        int row = (p0 + i) * MR, mr = ms - row < MR ? ms - row : MR;
+        for (int r = 0; r < mr; r++) {
+            float x = x8[r], *tp = t + (ptrdiff_t)(row + r) * ldt + q, *cp = c + (ptrdiff_t)(row + r) * ldc + q;
+            switch (mode) {
+            case M_STORE: *tp = x; break;
+            case M_ADD: *tp = *tp + x; break;
+            case M_ADD_FINAL: x = *tp + x; /* fall through */
+            default: *cp = epi_one(x, cp, e); break;
+            }
+        }
+    }
+}
+
+/* Columns [0, nr) of the B panel b against the ms rows whose A panels start at pa; t and
+ * c point at row 0 of those columns. */
+__attribute__((target("avx2,fma"))) static void
+ucol_avx2(int kc, const float *pa, int ms, const float *b, int nr, int mode, float *t, ptrdiff_t ldt, float *c,
+          ptrdiff_t ldc, epi_t e)
+{
+    int np = (ms + MR - 1) / MR;
+    for (int q = 0; q < nr; q++)
+        for (int p0 = 0; p0 < np;) {
+            int left = np - p0;
+            if (left >= 8) {
+                col_group(8, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                p0 += 8;
+            } else if (left >= 4) {
+                col_group(4, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                p0 += 4;
+            } else if (left >= 2) {
+                col_group(2, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                p0 += 2;
+            } else {
+                col_group(1, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                p0 += 1;
             }
         }
 }
@@ -486,6 +561,16 @@ run_block(const prob_t *P, int kc, int mode, const float *pa, const float *pb, i
      * cache (rows of B*S floats), so fetch the next column panel's lines while this one
      * is computed. */
     int touch_c = mode >= M_FINAL;
+#ifdef HAVE_X86
+    /* A narrow last panel goes to the column kernel (AVX2 path only; the portable kernel
+     * is the reference the tests compare it with). */
+    int tail = nc % NR;
+    if (tail && tail <= NARROW_MAX && P->ukr == ukr_avx2) {
+        nc -= tail;
+        ucol_avx2(kc, pa, ms, pb + (size_t)(nc / NR) * kc * NR, tail, mode, t + nc, ldt,
+                  P->C + (ptrdiff_t)row0 * P->ldc + j0 + nc, P->ldc, P->e);
+    }
+#endif
     /* A micro-panel (<= 12 KB) stays in L1 while the B block streams from L2. */
     for (int ir = 0; ir < ms; ir += MR) {
         const float *a = pa + (size_t)(ir / MR) * kc * MR;

@@ -248,6 +248,10 @@ int main(void)
         /* items of several packed A blocks sharing one B block, over several chunks */
         {0, 0, 200, 70, 1100, 1.0f, 1.0f}, {1, 0, 400, 40, 600, 0.5f, 0.0f},
         {0, 1, 250, 100, 9000, 1.0f, 1.0f},
+        /* a narrow last panel (1-4 columns: the column kernel) over several chunks and
+         * A blocks, in each mode */
+        {0, 0, 130, 65, 1030, 0.5f, 1.0f}, {1, 0, 61, 34, 1100, 1.0f, 0.0f},
+        {0, 1, 50, 19, 20000, 1.0f, 1.0f}, {0, 0, 97, 4, 700, -1.0f, 0.5f},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_shape(fixed[i], have_avx2);
 
