@@ -123,31 +123,68 @@ static void ukr_scalar(int kc, const float *a, const float *b, int mode, float *
 }
 
 #ifdef HAVE_X86
+/* The epilogue of one column of rows [0, mr) whose chains ended in x8[r]: `mode` on
+ * t[r ldt] / c[r ldc], exactly as ukr_scalar does it. */
+static inline void col_epilogue(const float *x8, int mr, int mode, float *t, ptrdiff_t ldt, float *c, ptrdiff_t ldc,
+                                epi_t e)
+{
+    for (int r = 0; r < mr; r++) {
+        float x = x8[r], *tp = t + r * ldt, *cp = c + r * ldc;
+        switch (mode) {
+        case M_STORE: *tp = x; break;
+        case M_ADD: *tp = *tp + x; break;
+        case M_ADD_FINAL: x = *tp + x; /* fall through */
+        default: *cp = epi_one(x, cp, e); break;
+        }
+    }
+}
+
 /* ---- AVX2 + FMA micro-kernel, 6 x 16: 12 accumulators, 2 B loads, 1 broadcast ----
- * The epilogue does per lane exactly what ukr_scalar does (add, mul, fma). */
-__attribute__((target("avx2,fma"))) static void
-ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t ldt, float *c,
-         ptrdiff_t ldc, epi_t e, int mr, int nr)
+ * The epilogue does per lane exactly what ukr_scalar does (add, mul, fma).
+ * With `extra` (a constant after inlining) it also chains a 17th column, b17[k] (a
+ * compact copy: read from its padded panel, one 64-byte line per k-step, it crowded the
+ * other panels out of L1): lane r of one more accumulator is row r, fed by an 8-float
+ * load of the k-step's 6 A values (lanes 6 and 7 are junk; the last k-step's load is
+ * masked so that it stays inside the panel). At batch 1 a layer's N is 2^k + 1 (129,
+ * 65, 33 STFT frames), so that column would otherwise cost a whole padded panel: one
+ * FMA more per k-step instead of twelve. All 16 vector registers are in use. */
+/* Row r of the tile: broadcast a[r] against the two B vectors. */
+#define UKR_ROW(r, lo, hi)                                                                                             \
+    x = _mm256_broadcast_ss(a + (r));                                                                                  \
+    lo = _mm256_fmadd_ps(x, b0, lo);                                                                                   \
+    hi = _mm256_fmadd_ps(x, b1, hi)
+#define UKR_STEP(LOAD_A)                                                                                               \
+    do {                                                                                                               \
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;                                                \
+        UKR_ROW(0, c00, c01);                                                                                          \
+        UKR_ROW(1, c10, c11);                                                                                          \
+        UKR_ROW(2, c20, c21);                                                                                          \
+        UKR_ROW(3, c30, c31);                                                                                          \
+        UKR_ROW(4, c40, c41);                                                                                          \
+        UKR_ROW(5, c50, c51);                                                                                          \
+        if (extra) {                                                                                                   \
+            x = _mm256_broadcast_ss(b17);                                                                              \
+            cx = _mm256_fmadd_ps(LOAD_A, x, cx);                                                                       \
+            b17++;                                                                                                     \
+        }                                                                                                              \
+        a += MR;                                                                                                       \
+        b += NR;                                                                                                       \
+    } while (0)
+
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
+ukr_avx2_body(int extra, int kc, const float *a, const float *b, const float *b17, int mode, float *t, ptrdiff_t ldt,
+              float *c, ptrdiff_t ldc, epi_t e, int mr, int nr)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, cx = c00;
+    int kend = extra ? kc - 1 : kc;
 #pragma GCC unroll 4
-    for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
-        x = _mm256_broadcast_ss(a + 0);
-        c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a + 1);
-        c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a + 2);
-        c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a + 3);
-        c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a + 4);
-        c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a + 5);
-        c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
-        a += MR;
-        b += NR;
+    for (int k = 0; k < kend; k++) UKR_STEP(_mm256_loadu_ps(a));
+    if (extra) UKR_STEP(_mm256_maskload_ps(a, _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0)));
+    if (extra) {
+        float x8[8];
+        _mm256_storeu_ps(x8, cx);
+        col_epilogue(x8, mr, mode, t + NR, ldt, c + NR, ldc, e);
     }
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                          {c30, c31}, {c40, c41}, {c50, c51}};
@@ -188,22 +225,35 @@ ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t l
             }
         }
 }
-#endif
 
-#ifdef HAVE_X86
+__attribute__((target("avx2,fma"))) static void
+ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t ldt, float *c,
+         ptrdiff_t ldc, epi_t e, int mr, int nr)
+{
+    ukr_avx2_body(0, kc, a, b, NULL, mode, t, ldt, c, ldc, e, mr, nr);
+}
+
+/* A full 16-column tile and the one column after it, b17[0 .. kc). */
+__attribute__((target("avx2,fma"))) static void
+ukr17_avx2(int kc, const float *a, const float *b, const float *b17, int mode, float *t, ptrdiff_t ldt, float *c,
+           ptrdiff_t ldc, epi_t e, int mr)
+{
+    ukr_avx2_body(1, kc, a, b, b17, mode, t, ldt, c, ldc, e, mr, NR);
+}
+
 /* ---- AVX2 + FMA narrow-column kernel ----
- * At batch 1 the layers' N is 2^k + 1 (129, 65, 33 STFT frames): the last 16-column
- * panel holds one valid column, and running the 6 x 16 kernel on it wastes 15/16 of its
- * FMAs (a fifth of a batch-1 forward). This computes the nr (<= NARROW_MAX) columns of
- * that panel instead, one column at a time, G row panels at once: lane r of accumulator
- * i is row r of panel i (lanes 6 and 7 are junk), each chained over k ascending with the
- * same fma(a, b, acc) as every other kernel, so the bits are those of ukr_scalar. The
- * A panels are read with 8-float loads, 2 floats past the 6 of a k-step, which stay
- * inside the panel except at its last k-step (masked there). */
+ * For a last panel of 2-4 columns (or 1 with no full panel before it to ride on, see
+ * ukr17_avx2): the nr columns one at a time, G row panels at once: lane r of
+ * accumulator i is row r of panel i (lanes 6 and 7 are junk), each chained over k
+ * ascending with the same fma(a, b, acc) as every other kernel, so the bits are those
+ * of ukr_scalar. The A panels are read with 8-float loads, 2 floats past the 6 of a
+ * k-step, which stay inside the panel except at its last k-step (masked there). It
+ * costs about half a padded 16-column panel (8 streams through L2), so a single column
+ * goes with ukr17_avx2 when it can. */
 #define NARROW_MAX 4
 
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
-col_group(int G, int kc, const float *pa, int p0, int np, int ms, const float *b, int q, int mode, float *t,
+col_group(int G, int kc, const float *pa, int p0, int ms, const float *b, int q, int mode, float *t,
           ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e)
 {
     __m256 acc[8];
@@ -212,7 +262,6 @@ col_group(int G, int kc, const float *pa, int p0, int np, int ms, const float *b
         acc[i] = _mm256_setzero_ps();
         a[i] = pa + (size_t)(p0 + i) * kc * MR;
     }
-    (void)np;
     int k = 0;
     for (; k < kc - 1; k++) {
         __m256 bk = _mm256_broadcast_ss(b + (size_t)k * NR + q);
@@ -225,15 +274,7 @@ col_group(int G, int kc, const float *pa, int p0, int np, int ms, const float *b
         float x8[8];
         _mm256_storeu_ps(x8, acc[i]);
         int row = (p0 + i) * MR, mr = ms - row < MR ? ms - row : MR;
-        for (int r = 0; r < mr; r++) {
-            float x = x8[r], *tp = t + (ptrdiff_t)(row + r) * ldt + q, *cp = c + (ptrdiff_t)(row + r) * ldc + q;
-            switch (mode) {
-            case M_STORE: *tp = x; break;
-            case M_ADD: *tp = *tp + x; break;
-            case M_ADD_FINAL: x = *tp + x; /* fall through */
-            default: *cp = epi_one(x, cp, e); break;
-            }
-        }
+        col_epilogue(x8, mr, mode, t + (ptrdiff_t)row * ldt + q, ldt, c + (ptrdiff_t)row * ldc + q, ldc, e);
     }
 }
 
@@ -248,16 +289,16 @@ ucol_avx2(int kc, const float *pa, int ms, const float *b, int nr, int mode, flo
         for (int p0 = 0; p0 < np;) {
             int left = np - p0;
             if (left >= 8) {
-                col_group(8, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                col_group(8, kc, pa, p0, ms, b, q, mode, t, ldt, c, ldc, e);
                 p0 += 8;
             } else if (left >= 4) {
-                col_group(4, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                col_group(4, kc, pa, p0, ms, b, q, mode, t, ldt, c, ldc, e);
                 p0 += 4;
             } else if (left >= 2) {
-                col_group(2, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                col_group(2, kc, pa, p0, ms, b, q, mode, t, ldt, c, ldc, e);
                 p0 += 2;
             } else {
-                col_group(1, kc, pa, p0, np, ms, b, q, mode, t, ldt, c, ldc, e);
+                col_group(1, kc, pa, p0, ms, b, q, mode, t, ldt, c, ldc, e);
                 p0 += 1;
             }
         }
@@ -561,14 +602,22 @@ run_block(const prob_t *P, int kc, int mode, const float *pa, const float *pb, i
      * cache (rows of B*S floats), so fetch the next column panel's lines while this one
      * is computed. */
     int touch_c = mode >= M_FINAL;
+    /* A narrow last panel (AVX2 path only; the portable kernel is the reference the tests
+     * compare it with): one column rides on the last full panel (ukr17_avx2, j17 its
+     * first column), 2-4 go to the column kernel. */
+    int j17 = -1;
 #ifdef HAVE_X86
-    /* A narrow last panel goes to the column kernel (AVX2 path only; the portable kernel
-     * is the reference the tests compare it with). */
+    float col17[KCH] __attribute__((aligned(64)));
     int tail = nc % NR;
     if (tail && tail <= NARROW_MAX && P->ukr == ukr_avx2) {
         nc -= tail;
-        ucol_avx2(kc, pa, ms, pb + (size_t)(nc / NR) * kc * NR, tail, mode, t + nc, ldt,
-                  P->C + (ptrdiff_t)row0 * P->ldc + j0 + nc, P->ldc, P->e);
+        if (tail == 1 && nc >= NR) {
+            j17 = nc - NR;
+            const float *b17 = pb + (size_t)(nc / NR) * kc * NR;
+            for (int k = 0; k < kc; k++) col17[k] = b17[(size_t)k * NR];
+        } else
+            ucol_avx2(kc, pa, ms, pb + (size_t)(nc / NR) * kc * NR, tail, mode, t + nc, ldt,
+                      P->C + (ptrdiff_t)row0 * P->ldc + j0 + nc, P->ldc, P->e);
     }
 #endif
     /* A micro-panel (<= 12 KB) stays in L1 while the B block streams from L2. */
@@ -582,7 +631,14 @@ run_block(const prob_t *P, int kc, int mode, const float *pa, const float *pb, i
             /* Fetch two tiles ahead. */
             if (touch_c && jr + 2 * NR < nc)
                 prefetch_c(P, row, mr, j0 + jr + 2 * NR, nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
-            P->ukr(kc, a, b, mode, t + ir * ldt + jr, ldt, P->C + row * P->ldc + j0 + jr, P->ldc, P->e, mr, nr);
+            float *tt = t + ir * ldt + jr, *cc = P->C + row * P->ldc + j0 + jr;
+#ifdef HAVE_X86
+            if (jr == j17) {
+                ukr17_avx2(kc, a, b, col17, mode, tt, ldt, cc, P->ldc, P->e, mr);
+                continue;
+            }
+#endif
+            P->ukr(kc, a, b, mode, tt, ldt, cc, P->ldc, P->e, mr, nr);
         }
     }
 }
