@@ -55,6 +55,13 @@ int nf_cpu_avx2_fma(void);
  * fn(ctx, 0) alone when nthreads <= 1 or when another thread is using the pool. See
  * nn_pool.c. */
 void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx);
+/* fn(ctx, i0, i1) over rows [i0, i1) covering [0, n) once, on up to nthreads threads of
+ * the pool (nn_pool.c); on one thread when `work` (elements touched) is below
+ * NF_PAR_MIN_WORK. fn must compute each row on its own (results independent of the
+ * split). Cheap between GEMMs, whose workers are still spinning: the layers' passes at
+ * batch 1 use it instead of OpenMP. */
+#define NF_PAR_MIN_WORK 4096
+void nf_par_for(int nthreads, int n, size_t work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
 /* Weights packed once for the GEMM (nn_gemm.c): A [M][K] row-major (the layers' weight
  * layout) packed into nf_gemm_packed_a_floats(M, K) floats (64-byte aligned) and
  * registered; every later nf_gemm / nf_gemm_taps with op(A) = that A (same address, M, K,

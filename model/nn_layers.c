@@ -63,27 +63,40 @@ int nf_conv_out_len(nf_conv_dims d, int L)
 }
 
 /* out = bias (+ res) on valid columns, zero in the gaps; res == out is allowed. */
-static void init_bias(float *out, nf_seq so, const float *bias, const float *res, int C)
+typedef struct {
+    float *out;
+    nf_seq so;
+    const float *bias, *res;
+} init_bias_job;
+
+static void init_bias_rows(void *v, int c0, int c1)
 {
+    const init_bias_job *J = v;
+    nf_seq so = J->so;
     size_t ld = nf_seq_ld(so);
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        float *row = out + (size_t)c * ld;
-        float bv = bias ? bias[c] : 0.0f;
+    for (int c = c0; c < c1; c++) {
+        float *row = J->out + (size_t)c * ld;
+        float bv = J->bias ? J->bias[c] : 0.0f;
         for (int b = 0; b < so.B; b++) {
             /* Gaps only: res may be out itself (a residual accumulated in place). */
             float *seg = row + (size_t)b * so.S;
             for (int i = 0; i < so.off; i++) seg[i] = 0.0f;
             for (int i = so.off + so.L; i < so.S; i++) seg[i] = 0.0f;
             float *o = seg + so.off;
-            if (res) {
-                const float *r = res + (size_t)c * ld + (size_t)b * so.S + so.off;
+            if (J->res) {
+                const float *r = J->res + (size_t)c * ld + (size_t)b * so.S + so.off;
                 for (int l = 0; l < so.L; l++) o[l] = bv + r[l];
             } else {
                 for (int l = 0; l < so.L; l++) o[l] = bv;
             }
         }
     }
+}
+
+static void init_bias(float *out, nf_seq so, const float *bias, const float *res, int C)
+{
+    init_bias_job J = {out, so, bias, res};
+    nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), init_bias_rows, &J);
 }
 
 /* dbias[c] += sum over valid columns, per example then over examples (fixed order). */
@@ -223,15 +236,27 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
 
 /* ------------------------------------------------------------------ linear */
 
+typedef struct {
+    float *out;
+    const float *x, *w, *bias;
+    int in, outn;
+} linear_job;
+
+static void linear_rows(void *v, int r0, int r1)
+{
+    const linear_job *J = v;
+    for (int r = r0; r < r1; r++) {
+        int b = r / J->outn, o = r % J->outn;
+        double s = lane_dot(J->w + (size_t)o * J->in, J->x + (size_t)b * J->in, J->in);
+        J->out[r] = (J->bias ? J->bias[o] : 0.0f) + (float)s;
+    }
+}
+
 void nf_linear_forward(float *out, const float *x, const float *w, const float *bias, int B,
                        int in, int outn)
 {
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)B * in * outn > PAR_MIN)
-    for (int r = 0; r < B * outn; r++) {
-        int b = r / outn, o = r % outn;
-        double s = lane_dot(w + (size_t)o * in, x + (size_t)b * in, in);
-        out[r] = (bias ? bias[o] : 0.0f) + (float)s;
-    }
+    linear_job J = {out, x, w, bias, in, outn};
+    nf_par_for(NT, B * outn, (size_t)B * in * outn, linear_rows, &J);
 }
 
 void nf_linear_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
@@ -483,41 +508,65 @@ static void gn_bwd2_row(int vec, float *d, const float *dy, const float *x, int 
     }
 }
 
+typedef struct {
+    float *out, *mean, *rstd;
+    const float *x, *gamma, *beta;
+    int C, groups, silu, vec;
+    float eps;
+    nf_seq s;
+} gn_fwd_job;
+
+/* Statistics per (example, group), two passes (mean, then centred squares) for accuracy;
+ * each pair is summed by one thread in a fixed order. */
+static void gn_fwd_stats(void *v, int r0, int r1)
+{
+    const gn_fwd_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    int cpg = J->C / J->groups;
+    double n = (double)cpg * s.L;
+    for (int r = r0; r < r1; r++) {
+        int b = r / J->groups, g = r % J->groups;
+        size_t o = (size_t)b * s.S + s.off;
+        double sum = 0.0;
+        for (int c = g * cpg; c < (g + 1) * cpg; c++) sum += lane_sum(J->x + c * ld + o, s.L);
+        float m = (float)(sum / n);
+        double ss = 0.0;
+        for (int c = g * cpg; c < (g + 1) * cpg; c++)
+            ss += lane_sumsq_centered(J->x + c * ld + o, s.L, m);
+        J->mean[r] = m;
+        J->rstd[r] = (float)(1.0 / sqrt(ss / n + J->eps));
+    }
+}
+
+/* y = x sc + sh with sc = gamma rstd, sh = beta - mean sc (one fma per element). */
+static void gn_fwd_apply(void *v, int r0, int r1)
+{
+    const gn_fwd_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    int cpg = J->C / J->groups;
+    for (int r = r0; r < r1; r++) {
+        int c = r / s.B, b = r % s.B;
+        int st = b * J->groups + c / cpg;
+        float sc = J->gamma[c] * J->rstd[st];
+        float sh = J->beta[c] - J->mean[st] * sc;
+        float *seg = J->out + c * ld + (size_t)b * s.S;
+        const float *xi = J->x + c * ld + (size_t)b * s.S + s.off;
+        for (int i = 0; i < s.off; i++) seg[i] = 0.0f;
+        for (int i = s.off + s.L; i < s.S; i++) seg[i] = 0.0f;
+        gn_fwd_row(J->vec, seg + s.off, xi, s.L, sc, sh, J->silu);
+    }
+}
+
 void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, int C, int groups, float eps,
                           int silu, nf_seq s)
 {
-    size_t ld = nf_seq_ld(s);
-    int cpg = C / groups, vec = gn_use_avx2();
-    double n = (double)cpg * s.L;
-    /* Statistics per (example, group), two passes (mean, then centred squares) for
-     * accuracy; each pair is summed by one thread in a fixed order. */
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
-    for (int r = 0; r < s.B * groups; r++) {
-        int b = r / groups, g = r % groups;
-        size_t o = (size_t)b * s.S + s.off;
-        double sum = 0.0;
-        for (int c = g * cpg; c < (g + 1) * cpg; c++) sum += lane_sum(x + c * ld + o, s.L);
-        float m = (float)(sum / n);
-        double ss = 0.0;
-        for (int c = g * cpg; c < (g + 1) * cpg; c++)
-            ss += lane_sumsq_centered(x + c * ld + o, s.L, m);
-        mean[r] = m;
-        rstd[r] = (float)(1.0 / sqrt(ss / n + eps));
-    }
-    /* y = x sc + sh with sc = gamma rstd, sh = beta - mean sc (one fma per element). */
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
-    for (int r = 0; r < C * s.B; r++) {
-        int c = r / s.B, b = r % s.B;
-        int st = b * groups + c / cpg;
-        float sc = gamma[c] * rstd[st];
-        float sh = beta[c] - mean[st] * sc;
-        float *seg = out + c * ld + (size_t)b * s.S;
-        const float *xi = x + c * ld + (size_t)b * s.S + s.off;
-        for (int i = 0; i < s.off; i++) seg[i] = 0.0f;
-        for (int i = s.off + s.L; i < s.S; i++) seg[i] = 0.0f;
-        gn_fwd_row(vec, seg + s.off, xi, s.L, sc, sh, silu);
-    }
+    gn_fwd_job J = {out, mean, rstd, x, gamma, beta, C, groups, silu, gn_use_avx2(), eps, s};
+    size_t work = (size_t)C * nf_seq_ld(s);
+    nf_par_for(NT, s.B * groups, work, gn_fwd_stats, &J);
+    nf_par_for(NT, C * s.B, work, gn_fwd_apply, &J);
 }
 
 void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
@@ -614,19 +663,32 @@ int nf_nearest_src(int l, int Lin, int Lout)
     return v < Lin - 1 ? v : Lin - 1;
 }
 
-void nf_upsample_forward(float *out, nf_seq so, const float *in, nf_seq si, int C)
+typedef struct {
+    float *out;
+    nf_seq so, si;
+    const float *in;
+} upsample_job;
+
+static void upsample_rows(void *v, int c0, int c1)
 {
+    const upsample_job *J = v;
+    nf_seq so = J->so, si = J->si;
     size_t ldo = nf_seq_ld(so), ldi = nf_seq_ld(si);
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ldo > PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        float *row = out + (size_t)c * ldo;
+    for (int c = c0; c < c1; c++) {
+        float *row = J->out + (size_t)c * ldo;
         memset(row, 0, ldo * sizeof *row);
         for (int b = 0; b < so.B; b++) {
-            const float *src = in + (size_t)c * ldi + (size_t)b * si.S + si.off;
+            const float *src = J->in + (size_t)c * ldi + (size_t)b * si.S + si.off;
             float *o = row + (size_t)b * so.S + so.off;
             for (int l = 0; l < so.L; l++) o[l] = src[nf_nearest_src(l, si.L, so.L)];
         }
     }
+}
+
+void nf_upsample_forward(float *out, nf_seq so, const float *in, nf_seq si, int C)
+{
+    upsample_job J = {out, so, si, in};
+    nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), upsample_rows, &J);
 }
 
 void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C)

@@ -167,3 +167,42 @@ void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx)
     for (int i = 0; atomic_load_explicit(&p->left, memory_order_acquire) < entered; i++) spin_pause(i);
     pthread_mutex_unlock(&p->busy);
 }
+
+/* ---- parallel loops on the pool ----
+ * The layers' elementwise passes between the GEMMs (GroupNorm, bias, upsampling, the
+ * embedding projections) at batch 1 are 10-100 us each: too short for OpenMP's passive
+ * wake-up (a futex per region, the second thread arriving after the work is done), but
+ * the pool's workers are still spinning from the GEMM before. Rows go out in chunks from
+ * an atomic counter; every row is computed whole by one thread, so which thread takes
+ * which chunk never changes a result. */
+typedef struct {
+    void (*fn)(void *ctx, int i0, int i1);
+    void *ctx;
+    int n, grain;
+    atomic_int next;
+} par_job;
+
+static void par_fn(void *c, int who)
+{
+    (void)who;
+    par_job *J = c;
+    int i0;
+    while ((i0 = atomic_fetch_add_explicit(&J->next, J->grain, memory_order_relaxed)) < J->n)
+        J->fn(J->ctx, i0, J->n - i0 < J->grain ? J->n : i0 + J->grain);
+}
+
+void nf_par_for(int nthreads, int n, size_t work, void (*fn)(void *ctx, int i0, int i1), void *ctx)
+{
+    if (n <= 0) return;
+    if (nthreads <= 1 || n < 2 || work < NF_PAR_MIN_WORK) {
+        fn(ctx, 0, n);
+        return;
+    }
+    par_job J;
+    J.fn = fn;
+    J.ctx = ctx;
+    J.n = n;
+    J.grain = n / (4 * nthreads) > 1 ? n / (4 * nthreads) : 1;
+    atomic_init(&J.next, 0);
+    nf_pool_run(nthreads, par_fn, &J);
+}

@@ -6,17 +6,31 @@
 static nf_conv_dims conv3(int cin, int cout) { nf_conv_dims d = {cin, cout, 3, 1, 1, 1}; return d; }
 static nf_conv_dims conv1(int cin, int cout) { nf_conv_dims d = {cin, cout, 1, 1, 1, 0}; return d; }
 
+typedef struct {
+    float *h;
+    const float *embp;
+    int C;
+    nf_seq s;
+} add_emb_job;
+
+static void add_emb_rows(void *v, int r0, int r1)
+{
+    const add_emb_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    for (int r = r0; r < r1; r++) {
+        int c = r / s.B, b = r % s.B;
+        float e = J->embp[(size_t)b * J->C + c];
+        float *row = J->h + (size_t)c * ld + (size_t)b * s.S + s.off;
+        for (int l = 0; l < s.L; l++) row[l] += e;
+    }
+}
+
 /* Adds embp[b][c] to the valid columns of example b of h. */
 static void add_emb(float *h, const float *embp, int C, nf_seq s)
 {
-    size_t ld = nf_seq_ld(s);
-#pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((size_t)C * ld > 32768)
-    for (int r = 0; r < C * s.B; r++) {
-        int c = r / s.B, b = r % s.B;
-        float v = embp[(size_t)b * C + c];
-        float *row = h + (size_t)c * ld + (size_t)b * s.S + s.off;
-        for (int l = 0; l < s.L; l++) row[l] += v;
-    }
+    add_emb_job J = {h, embp, C, s};
+    nf_par_for(nf_nn_threads(), C * s.B, (size_t)C * nf_seq_ld(s), add_emb_rows, &J);
 }
 
 void nf_resblock_forward(float *out, const nf_resblock_acts *a, const float *in,
