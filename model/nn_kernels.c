@@ -70,27 +70,48 @@ void nf_silu_backward(float *dx, const float *dy, const float *x, size_t n)
     }
 }
 
-void nf_seq_pack(float *X, const float *x, int C, nf_seq s)
+/* The layout conversions and the residual add, on the pool (nf_par_for). */
+typedef struct {
+    float *y;
+    const float *x;
+    int C;
+    nf_seq s;
+} seq_job;
+
+static void seq_pack_rows(void *v, int c0, int c1)
 {
+    const seq_job *J = v;
+    nf_seq s = J->s;
     size_t ld = nf_seq_ld(s);
-#pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((size_t)C * ld > PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        float *row = X + (size_t)c * ld;
+    for (int c = c0; c < c1; c++) {
+        float *row = J->y + (size_t)c * ld;
         memset(row, 0, ld * sizeof *row);
         for (int b = 0; b < s.B; b++)
-            memcpy(row + (size_t)b * s.S + s.off, x + ((size_t)b * C + c) * s.L,
-                   (size_t)s.L * sizeof *row);
+            memcpy(row + (size_t)b * s.S + s.off, J->x + ((size_t)b * J->C + c) * s.L, (size_t)s.L * sizeof *row);
     }
+}
+
+void nf_seq_pack(float *X, const float *x, int C, nf_seq s)
+{
+    seq_job J = {X, x, C, s};
+    nf_par_for(nf_nn_threads(), C, (size_t)C * nf_seq_ld(s), seq_pack_rows, &J);
+}
+
+static void seq_unpack_rows(void *v, int c0, int c1)
+{
+    const seq_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    for (int c = c0; c < c1; c++)
+        for (int b = 0; b < s.B; b++)
+            memcpy(J->y + ((size_t)b * J->C + c) * s.L, J->x + (size_t)c * ld + (size_t)b * s.S + s.off,
+                   (size_t)s.L * sizeof *J->y);
 }
 
 void nf_seq_unpack(float *x, const float *X, int C, nf_seq s)
 {
-    size_t ld = nf_seq_ld(s);
-#pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((size_t)C * ld > PAR_MIN)
-    for (int c = 0; c < C; c++)
-        for (int b = 0; b < s.B; b++)
-            memcpy(x + ((size_t)b * C + c) * s.L, X + (size_t)c * ld + (size_t)b * s.S + s.off,
-                   (size_t)s.L * sizeof *x);
+    seq_job J = {x, X, C, s};
+    nf_par_for(nf_nn_threads(), C, (size_t)C * nf_seq_ld(s), seq_unpack_rows, &J);
 }
 
 void nf_seq_zero_gaps(float *X, int C, nf_seq s)
@@ -107,16 +128,22 @@ void nf_seq_zero_gaps(float *X, int C, nf_seq s)
     }
 }
 
-void nf_seq_add(float *Y, const float *X, int C, nf_seq s)
+static void seq_add_rows(void *v, int r0, int r1)
 {
+    const seq_job *J = v;
+    nf_seq s = J->s;
     size_t ld = nf_seq_ld(s);
-    int rows = C * s.B;
-#pragma omp parallel for schedule(static) num_threads(nf_nn_threads()) if ((size_t)C * ld > PAR_MIN)
-    for (int r = 0; r < rows; r++) {
+    for (int r = r0; r < r1; r++) {
         int c = r / s.B, b = r % s.B;
         size_t o = (size_t)c * ld + (size_t)b * s.S + s.off;
-        float *y = Y + o;
-        const float *x = X + o;
+        float *y = J->y + o;
+        const float *x = J->x + o;
         for (int l = 0; l < s.L; l++) y[l] += x[l];
     }
+}
+
+void nf_seq_add(float *Y, const float *X, int C, nf_seq s)
+{
+    seq_job J = {Y, X, C, s};
+    nf_par_for(nf_nn_threads(), C * s.B, (size_t)C * nf_seq_ld(s), seq_add_rows, &J);
 }

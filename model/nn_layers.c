@@ -99,37 +99,72 @@ static void init_bias(float *out, nf_seq so, const float *bias, const float *res
     nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), init_bias_rows, &J);
 }
 
+typedef struct {
+    float *dbias;
+    const float *dout;
+    nf_seq so;
+} bias_grad_job;
+
+static void bias_grad_rows(void *v, int c0, int c1)
+{
+    const bias_grad_job *J = v;
+    nf_seq so = J->so;
+    size_t ld = nf_seq_ld(so);
+    for (int c = c0; c < c1; c++) {
+        double s = 0.0;
+        for (int b = 0; b < so.B; b++)
+            s += lane_sum(J->dout + (size_t)c * ld + (size_t)b * so.S + so.off, so.L);
+        J->dbias[c] += (float)s;
+    }
+}
+
 /* dbias[c] += sum over valid columns, per example then over examples (fixed order). */
 static void bias_grad(float *dbias, const float *dout, nf_seq so, int C)
 {
-    size_t ld = nf_seq_ld(so);
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
-    for (int c = 0; c < C; c++) {
-        double s = 0.0;
-        for (int b = 0; b < so.B; b++)
-            s += lane_sum(dout + (size_t)c * ld + (size_t)b * so.S + so.off, so.L);
-        dbias[c] += (float)s;
-    }
+    bias_grad_job J = {dbias, dout, so};
+    nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), bias_grad_rows, &J);
 }
 
 /* wt[ci][co*k + j] = w[co][ci][j]: the weights of the transposed convolution (the
  * input gradient) as a row-major cin x (cout k) matrix. */
-static void repack_transposed(float *wt, const float *w, nf_conv_dims d)
+typedef struct {
+    float *wt;
+    const float *w;
+    nf_conv_dims d;
+} repack_job;
+
+static void repack_rows(void *v, int c0, int c1)
 {
-    for (int co = 0; co < d.cout; co++)
-        for (int ci = 0; ci < d.cin; ci++)
+    const repack_job *J = v;
+    nf_conv_dims d = J->d;
+    for (int ci = c0; ci < c1; ci++)
+        for (int co = 0; co < d.cout; co++)
             for (int j = 0; j < d.k; j++)
-                wt[(size_t)ci * d.cout * d.k + (size_t)co * d.k + j] =
-                    w[((size_t)co * d.cin + ci) * d.k + j];
+                J->wt[(size_t)ci * d.cout * d.k + (size_t)co * d.k + j] = J->w[((size_t)co * d.cin + ci) * d.k + j];
 }
 
-/* Strided convs gather taps: col[ci*k + j][out col of (b, l)] = in[ci][stride*l + j*dil - pad]. */
-static void gather_cols(float *col, nf_seq so, const float *in, nf_seq si, nf_conv_dims d)
+static void repack_transposed(float *wt, const float *w, nf_conv_dims d)
 {
+    repack_job J = {wt, w, d};
+    nf_par_for(NT, d.cin, (size_t)d.cin * d.cout * d.k, repack_rows, &J);
+}
+
+typedef struct {
+    float *col;
+    nf_seq so, si;
+    const float *in;
+    nf_conv_dims d;
+} gather_job;
+
+static void gather_rows(void *v, int r0, int r1)
+{
+    const gather_job *J = v;
+    nf_seq so = J->so, si = J->si;
+    nf_conv_dims d = J->d;
+    float *col = J->col;
+    const float *in = J->in;
     size_t ldo = nf_seq_ld(so), ldi = nf_seq_ld(si);
-    int rows = d.cin * d.k;
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)rows * ldo > PAR_MIN)
-    for (int r = 0; r < rows; r++) {
+    for (int r = r0; r < r1; r++) {
         int ci = r / d.k, j = r % d.k;
         float *dst = col + (size_t)r * ldo;
         memset(dst, 0, ldo * sizeof *dst);
@@ -142,6 +177,13 @@ static void gather_cols(float *col, nf_seq so, const float *in, nf_seq si, nf_co
             }
         }
     }
+}
+
+/* Strided convs gather taps: col[ci*k + j][out col of (b, l)] = in[ci][stride*l + j*dil - pad]. */
+static void gather_cols(float *col, nf_seq so, const float *in, nf_seq si, nf_conv_dims d)
+{
+    gather_job J = {col, so, si, in, d};
+    nf_par_for(NT, d.cin * d.k, (size_t)d.cin * d.k * nf_seq_ld(so), gather_rows, &J);
 }
 
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
@@ -166,6 +208,34 @@ void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float
         nf_gemm(0, 0, d.cout, (int)ldo, d.cin * d.k,
                     1.0f, w, d.cin * d.k, col, (int)ldo, 1.0f, out, (int)ldo);
         nf_seq_zero_gaps(out, d.cout, so);
+    }
+}
+
+typedef struct {
+    float *din;
+    const float *dcol;
+    nf_seq so, si;
+    nf_conv_dims d;
+} scatter_job;
+
+static void scatter_rows(void *v, int c0, int c1)
+{
+    const scatter_job *J = v;
+    nf_seq so = J->so, si = J->si;
+    nf_conv_dims d = J->d;
+    size_t ldo = nf_seq_ld(so), ldi = nf_seq_ld(si);
+    for (int ci = c0; ci < c1; ci++) {
+        for (int j = 0; j < d.k; j++) {
+            const float *src = J->dcol + ((size_t)ci * d.k + j) * ldo;
+            for (int b = 0; b < so.B; b++) {
+                float *dst = J->din + (size_t)ci * ldi + (size_t)b * si.S + si.off;
+                const float *g = src + (size_t)b * so.S + so.off;
+                for (int l = 0; l < so.L; l++) {
+                    int p = d.stride * l + j * d.dil - d.pad;
+                    if (p >= 0 && p < si.L) dst[p] += g[l];
+                }
+            }
+        }
     }
 }
 
@@ -216,20 +286,9 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
             nf_gemm(1, 0, K, (int)ldo, d.cout, 1.0f, w, K,
                         dout, (int)ldo, 0.0f, dcol, (int)ldo);
             /* Scatter-add the taps back; one thread per input channel, fixed order. */
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)K * ldo > PAR_MIN)
-            for (int ci = 0; ci < d.cin; ci++) {
-                for (int j = 0; j < d.k; j++) {
-                    const float *src = dcol + ((size_t)ci * d.k + j) * ldo;
-                    for (int b = 0; b < so.B; b++) {
-                        float *dst = din + (size_t)ci * ldi + (size_t)b * si.S + si.off;
-                        const float *g = src + (size_t)b * so.S + so.off;
-                        for (int l = 0; l < so.L; l++) {
-                            int p = d.stride * l + j * d.dil - d.pad;
-                            if (p >= 0 && p < si.L) dst[p] += g[l];
-                        }
-                    }
-                }
-            }
+            scatter_job J = {din, dcol, so, si, d};
+            (void)ldi;
+            nf_par_for(NT, d.cin, (size_t)K * ldo, scatter_rows, &J);
         }
     }
 }
@@ -259,33 +318,54 @@ void nf_linear_forward(float *out, const float *x, const float *w, const float *
     nf_par_for(NT, B * outn, (size_t)B * in * outn, linear_rows, &J);
 }
 
+typedef struct {
+    float *dx, *dw, *dbias;
+    const float *dout, *x, *w;
+    int B, in, outn;
+} linear_bwd_job;
+
+static void linear_bwd_w(void *v, int o0, int o1)
+{
+    const linear_bwd_job *J = v;
+    int B = J->B, in = J->in, outn = J->outn;
+    for (int o = o0; o < o1; o++) {
+        float *g = J->dw + (size_t)o * in;
+        for (int b = 0; b < B; b++) {
+            float a = J->dout[(size_t)b * outn + o];
+            const float *xb = J->x + (size_t)b * in;
+            for (int i = 0; i < in; i++) g[i] += a * xb[i];
+        }
+        if (J->dbias) {
+            float s = 0.0f;
+            for (int b = 0; b < B; b++) s += J->dout[(size_t)b * outn + o];
+            J->dbias[o] += s;
+        }
+    }
+}
+
+/* dx row by row, split along its elements (batch 1 has one row): each element sums its
+ * outn terms in o order whoever computes it. */
+static void linear_bwd_x(void *v, int i0, int i1)
+{
+    const linear_bwd_job *J = v;
+    int in = J->in, outn = J->outn;
+    for (int b = 0; b < J->B; b++) {
+        float *g = J->dx + (size_t)b * in;
+        for (int o = 0; o < outn; o++) {
+            float a = J->dout[(size_t)b * outn + o];
+            const float *wo = J->w + (size_t)o * in;
+            for (int i = i0; i < i1; i++) g[i] += a * wo[i];
+        }
+    }
+}
+
 void nf_linear_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
                         const float *w, int B, int in, int outn)
 {
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)B * in * outn > PAR_MIN)
-    for (int o = 0; o < outn; o++) {
-        float *g = dw + (size_t)o * in;
-        for (int b = 0; b < B; b++) {
-            float a = dout[(size_t)b * outn + o];
-            const float *xb = x + (size_t)b * in;
-            for (int i = 0; i < in; i++) g[i] += a * xb[i];
-        }
-        if (dbias) {
-            float s = 0.0f;
-            for (int b = 0; b < B; b++) s += dout[(size_t)b * outn + o];
-            dbias[o] += s;
-        }
-    }
-    if (!dx) return;
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)B * in * outn > PAR_MIN)
-    for (int b = 0; b < B; b++) {
-        float *g = dx + (size_t)b * in;
-        for (int o = 0; o < outn; o++) {
-            float a = dout[(size_t)b * outn + o];
-            const float *wo = w + (size_t)o * in;
-            for (int i = 0; i < in; i++) g[i] += a * wo[i];
-        }
-    }
+    linear_bwd_job J = {dx, dw, dbias, dout, x, w, B, in, outn};
+    size_t work = (size_t)B * in * outn;
+    nf_par_for(NT, outn, work, linear_bwd_w, &J);
+    if (dx) nf_par_for(NT, in, work, linear_bwd_x, &J);
 }
 
 /* ------------------------------------------------------------------ GroupNorm */
@@ -569,6 +649,56 @@ void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
     nf_par_for(NT, C * s.B, work, gn_fwd_apply, &J);
 }
 
+typedef struct {
+    float *dx, *dout;
+    const float *x, *mean, *rstd, *gamma, *beta;
+    float *partial;
+    int C, groups, silu, vec;
+    float inv_n;
+    nf_seq s;
+} gn_bwd_job;
+
+/* Pass 1, per row (c, b): dy (through the SiLU), sum dy, sum dy * xhat. */
+static void gn_bwd_pass1(void *v, int r0, int r1)
+{
+    const gn_bwd_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    int cpg = J->C / J->groups;
+    for (int r = r0; r < r1; r++) {
+        int c = r / s.B, b = r % s.B;
+        int st = b * J->groups + c / cpg;
+        size_t o = c * ld + (size_t)b * s.S + s.off;
+        double sums[2];
+        gn_bwd1_row(J->vec, J->dout + o, J->x + o, s.L, J->mean[st], J->rstd[st], J->gamma[c], J->beta[c], J->silu,
+                    sums);
+        J->partial[2 * (size_t)r] = (float)sums[0];
+        J->partial[2 * (size_t)r + 1] = (float)sums[1];
+    }
+}
+
+/* Pass 2: dx = rstd (gamma dy - mean(gamma dy) - xhat mean(gamma dy xhat)). */
+static void gn_bwd_pass2(void *v, int r0, int r1)
+{
+    const gn_bwd_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    int cpg = J->C / J->groups;
+    const float *partial = J->partial;
+    for (int r = r0; r < r1; r++) {
+        int c = r / s.B, b = r % s.B;
+        int g = c / cpg, st = b * J->groups + g;
+        double m1 = 0.0, m2 = 0.0;
+        for (int cc = g * cpg; cc < (g + 1) * cpg; cc++) {
+            m1 += (double)J->gamma[cc] * partial[2 * ((size_t)cc * s.B + b)];
+            m2 += (double)J->gamma[cc] * partial[2 * ((size_t)cc * s.B + b) + 1];
+        }
+        float fm1 = (float)m1 * J->inv_n, fm2 = (float)m2 * J->inv_n;
+        size_t o = c * ld + (size_t)b * s.S + s.off;
+        gn_bwd2_row(J->vec, J->dx + o, J->dout + o, J->x + o, s.L, J->mean[st], J->rstd[st], J->gamma[c], fm1, fm2);
+    }
+}
+
 void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
                            const float *x, const float *mean, const float *rstd,
                            const float *gamma, const float *beta, float *partial, int C,
@@ -577,17 +707,8 @@ void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
     size_t ld = nf_seq_ld(s);
     int cpg = C / groups, vec = gn_use_avx2();
     float inv_n = 1.0f / ((float)cpg * (float)s.L);
-    /* Pass 1, per row (c, b): dy (through the SiLU), sum dy, sum dy * xhat. */
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
-    for (int r = 0; r < C * s.B; r++) {
-        int c = r / s.B, b = r % s.B;
-        int st = b * groups + c / cpg;
-        size_t o = c * ld + (size_t)b * s.S + s.off;
-        double sums[2];
-        gn_bwd1_row(vec, dout + o, x + o, s.L, mean[st], rstd[st], gamma[c], beta[c], silu, sums);
-        partial[2 * (size_t)r] = (float)sums[0];
-        partial[2 * (size_t)r + 1] = (float)sums[1];
-    }
+    gn_bwd_job J = {dx, dout, x, mean, rstd, gamma, beta, partial, C, groups, silu, vec, inv_n, s};
+    nf_par_for(NT, C * s.B, (size_t)C * ld, gn_bwd_pass1, &J);
     for (int c = 0; c < C; c++) {
         float g0 = 0.0f, g1 = 0.0f;
         for (int b = 0; b < s.B; b++) {
@@ -597,20 +718,7 @@ void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
         dbeta[c] += g0;
         dgamma[c] += g1;
     }
-    /* Pass 2: dx = rstd (gamma dy - mean(gamma dy) - xhat mean(gamma dy xhat)). */
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ld > PAR_MIN)
-    for (int r = 0; r < C * s.B; r++) {
-        int c = r / s.B, b = r % s.B;
-        int g = c / cpg, st = b * groups + g;
-        double m1 = 0.0, m2 = 0.0;
-        for (int cc = g * cpg; cc < (g + 1) * cpg; cc++) {
-            m1 += (double)gamma[cc] * partial[2 * ((size_t)cc * s.B + b)];
-            m2 += (double)gamma[cc] * partial[2 * ((size_t)cc * s.B + b) + 1];
-        }
-        float fm1 = (float)m1 * inv_n, fm2 = (float)m2 * inv_n;
-        size_t o = c * ld + (size_t)b * s.S + s.off;
-        gn_bwd2_row(vec, dx + o, dout + o, x + o, s.L, mean[st], rstd[st], gamma[c], fm1, fm2);
-    }
+    nf_par_for(NT, C * s.B, (size_t)C * ld, gn_bwd_pass2, &J);
 }
 
 /* ------------------------------------------------------------------ embeddings */
@@ -691,16 +799,23 @@ void nf_upsample_forward(float *out, nf_seq so, const float *in, nf_seq si, int 
     nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), upsample_rows, &J);
 }
 
-void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C)
+static void upsample_bwd_rows(void *v, int c0, int c1)
 {
+    const upsample_job *J = v; /* out: din, in: dout */
+    nf_seq so = J->so, si = J->si;
     size_t ldo = nf_seq_ld(so), ldi = nf_seq_ld(si);
-#pragma omp parallel for schedule(static) num_threads(NT) if ((size_t)C * ldo > PAR_MIN)
-    for (int c = 0; c < C; c++)
+    for (int c = c0; c < c1; c++)
         for (int b = 0; b < so.B; b++) {
-            float *dst = din + (size_t)c * ldi + (size_t)b * si.S + si.off;
-            const float *g = dout + (size_t)c * ldo + (size_t)b * so.S + so.off;
+            float *dst = J->out + (size_t)c * ldi + (size_t)b * si.S + si.off;
+            const float *g = J->in + (size_t)c * ldo + (size_t)b * so.S + so.off;
             for (int l = 0; l < so.L; l++) dst[nf_nearest_src(l, si.L, so.L)] += g[l];
         }
+}
+
+void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C)
+{
+    upsample_job J = {din, so, si, dout};
+    nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), upsample_bwd_rows, &J);
 }
 
 /* ------------------------------------------------------------------ dropout */
