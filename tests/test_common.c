@@ -1,6 +1,7 @@
 /* Status messages, atomic writes and the counter-based random numbers. */
 #include "nf_common.h"
 #include "nf_rng.h"
+#include "nf_unet.h" /* nf_set_threads */
 #include "nf_test.h"
 
 #include <stdlib.h>
@@ -57,6 +58,13 @@ static void test_rng(void)
     nf_randn(b + 3, 4000, 42, 7, 103);
     nf_randn(b + 4003, N - 4003, 42, 7, 4103);
     CHECK(memcmp(a, b, sizeof a) == 0, "normal numbers are addressed by index");
+    /* The same from an odd offset, and drawn in blocks on two threads (a long buffer). */
+    nf_set_threads(2);
+    nf_randn(a, N, 42, 7, 101);
+    nf_set_threads(1);
+    nf_randn(b, 1, 42, 7, 101);
+    nf_randn(b + 1, N - 1, 42, 7, 102);
+    CHECK(memcmp(a, b, sizeof a) == 0, "normal numbers in blocks on two threads are the same numbers");
     /* Moments of N(0,1) within 5 standard errors. */
     double m = 0, v = 0;
     for (int i = 0; i < N; i++) m += a[i];
