@@ -684,7 +684,8 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
  * micro-kernels see the same panels in the same chunk order: the same bits. */
 #define SHARED_MAX_FLOATS ((size_t)1 << 20) /* per operand: 4 MB */
 #define PACK_ROWS (8 * MR)  /* rows of A per packing unit */
-#define PACK_COLS (8 * NR)  /* columns of B per packing unit */
+#define PACK_COLS (2 * NR)  /* columns of B per packing unit: at batch 1 (N = 33..129) four
+                             * times as wide left one thread packing while the other waited */
 
 typedef struct {
     const prob_t *P;
