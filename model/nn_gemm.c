@@ -75,6 +75,7 @@
 #define MIMAX 384 /* rows of a work item (multiple of MCMAX): its B block is packed once
                    * and reused by up to MIMAX / MCMAX A blocks */
 #define NCMAX 256 /* macro tile columns (multiple of NR) */
+#define NARROW_MAX 4 /* a last panel this narrow goes to the narrow kernels (AVX2) */
 
 /* What a micro-kernel does with its MR x NR accumulator `acc` (the chain over its kc):
  *   STORE:     t = acc                 (raw, into a padded buffer)
@@ -250,8 +251,6 @@ ukr17_avx2(int kc, const float *a, const float *b, const float *b17, int mode, f
  * k-step, which stay inside the panel except at its last k-step (masked there). It
  * costs about half a padded 16-column panel (8 streams through L2), so a single column
  * goes with ukr17_avx2 when it can. */
-#define NARROW_MAX 4
-
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
 col_group(int G, int kc, const float *pa, int p0, int ms, const float *b, int q, int mode, float *t,
           ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e)
@@ -587,7 +586,8 @@ static void tile_rect(const prob_t *P, long tile, int *i0, int *mc, int *j0, int
     *i0 = (int)(tile % P->tm) * P->mc;
     *j0 = (int)(tile / P->tm) * P->nc;
     *mc = P->M - *i0 < P->mc ? P->M - *i0 : P->mc;
-    *nc = P->N - *j0 < P->nc ? P->N - *j0 : P->nc;
+    /* The last tile column takes what is left (it may have absorbed a narrow tail). */
+    *nc = (int)(tile / P->tm) == P->tn - 1 ? P->N - *j0 : P->nc;
 }
 
 /* The micro-kernels of one chunk over a block: rows [row0, row0 + ms) whose A panels
@@ -934,6 +934,10 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     P.mc = mc, P.nc = nc;
     P.tm = (M + mc - 1) / mc;
     P.tn = (N + nc - 1) / nc;
+    /* A last tile of a few columns (batch 1's 2^k + 1) joins the tile before it, so that
+     * its column rides on that tile's last full panel (ukr17_avx2) instead of running
+     * alone; nc + NR still fits the packing and sum buffers. */
+    if (P.tn > 1 && N - (P.tn - 1) * nc <= NARROW_MAX && nc + NR <= ncmax) P.tn--;
     P.slab = NULL;
     P.Np = 0;
     P.sl_stride = 0;
