@@ -684,14 +684,23 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
  * micro-kernels see the same panels in the same chunk order: the same bits. */
 #define SHARED_MAX_FLOATS ((size_t)1 << 20) /* per operand: 4 MB */
 #define PACK_ROWS (8 * MR)  /* rows of A per packing unit */
-#define PACK_COLS (2 * NR)  /* columns of B per packing unit: at batch 1 (N = 33..129) four
-                             * times as wide left one thread packing while the other waited */
+/* Columns of B per packing unit: about a quarter of a thread's share, at least 2 panels.
+ * At batch 1 (N = 33..129) fixed 128-column units left one thread packing while the other
+ * waited; fixed 32-column units made a single thread's wide operand (the plugin's
+ * renders) slower to pack, its rows copied in short pieces. */
+static int pack_cols(int N, int nt)
+{
+    int w = (N + 4 * nt - 1) / (4 * nt);
+    w = (w + NR - 1) / NR * NR;
+    return w < 2 * NR ? 2 * NR : w;
+}
 
 typedef struct {
     const prob_t *P;
     float *a, *b;   /* chunk c of A at a + c * Mp * KCH, of B at b + c * KCH * Np */
     int Mp, Np;
     int ua, ub;     /* packing units per chunk */
+    int bcols;      /* columns of B per unit */
 } shared_t;
 
 static int shared_fits(const prob_t *P, size_t *floats)
@@ -712,7 +721,7 @@ static void shared_pack_unit(const shared_t *S, long u)
         int r0 = q * PACK_ROWS, rows = P->M - r0 < PACK_ROWS ? P->M - r0 : PACK_ROWS;
         pack_a(S->a + (size_t)c * S->Mp * KCH + (size_t)(r0 / MR) * kc * MR, P->A, r0, rows, k0, kc);
     } else {
-        int j0 = (q - S->ua) * PACK_COLS, cols = P->N - j0 < PACK_COLS ? P->N - j0 : PACK_COLS;
+        int j0 = (q - S->ua) * S->bcols, cols = P->N - j0 < S->bcols ? P->N - j0 : S->bcols;
         pack_b(S->b + (size_t)c * KCH * S->Np + (size_t)(j0 / NR) * kc * NR, P->B, k0, kc, j0, cols);
     }
 }
@@ -868,7 +877,8 @@ static int run_shared(const prob_t *P, int nt, const float *pre)
     S.a = pre ? (float *)pre : tl_shared; /* read-only when pre: no A units below */
     S.b = tl_shared + (size_t)S.Mp * P->nchunks * KCH;
     S.ua = pre ? 0 : (P->M + PACK_ROWS - 1) / PACK_ROWS;
-    S.ub = (P->N + PACK_COLS - 1) / PACK_COLS;
+    S.bcols = pack_cols(P->N, nt);
+    S.ub = (P->N + S.bcols - 1) / S.bcols;
     shared_job J;
     J.S = &S;
     J.units = (long)P->nchunks * (S.ua + S.ub);
