@@ -1,8 +1,10 @@
 /* Layer forward/backward pairs of the denoiser (see nf_nn.h for the layout and the
  * accumulation conventions). GEMMs go to nf_gemm (nn_gemm.c, deterministic; never from
  * inside an OpenMP region);
- * elementwise passes are OpenMP loops with fixed per-row work, so the result of every
- * element does not depend on the thread count. */
+ * elementwise passes share out whole rows on the GEMM's pool (nf_par_for: cheap between
+ * GEMMs, whose workers are still spinning) or, for the attention and dropout loops,
+ * OpenMP; either way every row is computed by one thread in a fixed order, so the result
+ * of every element does not depend on the thread count. */
 #include "nf_nn.h"
 #include "nn_fastexp.h"
 #include "nf_rng.h"
