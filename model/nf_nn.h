@@ -95,6 +95,14 @@ void nf_gemm_taps(int ta, int tb, int M, int N, int K, float alpha, const float 
                   const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
                   int ldc);
 
+/* nf_gemm_taps with op(A) a convolution weight w [K / ktaps][M][ktaps] (PyTorch's
+ * [cout][cin][k]) read as the M x K matrix of the transposed convolution:
+ *   op(A)(i, q ktaps + t) = w[(q M + i) ktaps + t]
+ * packed straight from w (no transposed copy). The same numbers in the same order as
+ * nf_gemm_taps on that matrix written out: the same bits. */
+void nf_gemm_convt(int M, int N, int K, int ktaps, float alpha, const float *w, const float *B, int ldb, int taps,
+                   ptrdiff_t tstep, float beta, float *C, int ldc);
+
 /* ---- elementwise kernels ---- */
 /* exp(x) to about 2 ulp for x in [-87, 88] (clamped outside), branch-free and
  * vectorisable: Cody-Waite range reduction + degree-6 polynomial (Cephes expf). */

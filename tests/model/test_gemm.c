@@ -180,6 +180,41 @@ static void check_taps(int tb, int M, int rows, int taps, int step, int Nk, floa
     free(X), free(Bx), free(A), free(C1), free(C2);
 }
 
+/* nf_gemm_convt (a conv weight read in place as its transpose) against nf_gemm_taps on
+ * the transposed weights written out: the same bits, at 1 and 2 threads, packed per tile
+ * or shared, on the portable kernel too (the input gradient of a stride-1 conv). */
+static void check_convt(int cin, int cout, int k, int N, int step, float beta)
+{
+    int K = cout * k, pad = (k - 1) * (step < 0 ? -step : step), ld = N + 2 * pad + 1;
+    float *w = randm((size_t)cout * cin * k, 31), *wt = malloc((size_t)cin * K * sizeof(float));
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int j = 0; j < k; j++) wt[(size_t)ci * K + co * k + j] = w[((size_t)co * cin + ci) * k + j];
+    float *X = randm((size_t)cout * ld, 32), *C0 = randm((size_t)cin * N, 33);
+    float *C1 = malloc((size_t)cin * N * sizeof(float)), *C2 = malloc((size_t)cin * N * sizeof(float));
+    const float *base = X + pad;
+    for (int v = 0; v < 4; v++) {
+        nf_set_threads(v & 1 ? 2 : 1);
+        nf_gemm_force_unshared(v >= 2);
+        memcpy(C1, C0, (size_t)cin * N * sizeof(float));
+        memcpy(C2, C0, (size_t)cin * N * sizeof(float));
+        nf_gemm_taps(0, 0, cin, N, K, 1.0f, wt, K, base, ld, k, step, beta, C1, N);
+        nf_gemm_convt(cin, N, K, k, 1.0f, w, base, ld, k, step, beta, C2, N);
+        CHECK(same_bits(C1, C2, cin, N, N, N), "nf_gemm_convt cin %d cout %d k %d N %d (variant %d) differs", cin, cout,
+              k, N, v);
+    }
+    nf_gemm_force_unshared(0);
+    if (nf_gemm_force_path(1)) {
+        memcpy(C2, C0, (size_t)cin * N * sizeof(float));
+        nf_gemm_convt(cin, N, K, k, 1.0f, w, base, ld, k, step, beta, C2, N);
+        nf_gemm_force_path(0);
+        CHECK(same_bits(C1, C2, cin, N, N, N), "nf_gemm_convt portable kernel differs: cin %d cout %d k %d", cin, cout,
+              k);
+    }
+    nf_set_threads(1);
+    free(w), free(wt), free(X), free(C0), free(C1), free(C2);
+}
+
 /* Weights packed once and registered (nf_gemm_pack_a / nf_gemm_register_packed): the
  * same bits as packing per call, for plain and tapped GEMMs, 1 and 2 threads, over one
  * and several chunks of K; the registered panels really are what is read (scaling them
@@ -262,6 +297,10 @@ int main(void)
     check_taps(0, 40, 200, 3, -2, 300, 0.0f);
     check_taps(1, 9, 7, 3, 1, 20000, 1.0f);
     check_taps(1, 32, 4, 5, -1, 700, 0.5f);
+    check_convt(128, 128, 3, 129, -1, 1.0f); /* batch 1: one chunk, a 1-column tail */
+    check_convt(61, 256, 3, 65, -1, 0.0f);   /* K = 768: two chunks */
+    check_convt(7, 300, 5, 40, -2, 0.5f);    /* 5 taps, dilation 2, three chunks */
+    check_convt(33, 20, 1, 50, 0, 1.0f);     /* a 1x1 kernel */
 
     /* Random shapes, all four transpose cases. */
     for (int t = 0; t < 40; t++) {
