@@ -21,23 +21,26 @@
  * AVX2 kernel and the portable kernel give identical bits (the portable one is slow on
  * CPUs without FMA because fmaf is then emulated by libm, but it is exact there too).
  * Edge tiles run the same full kernel on zero-padded panels; only the epilogue is
- * masked to the valid corner. A last panel of at most NARROW_MAX columns (batch 1's
- * 2^k + 1 frames) goes to a column kernel instead: the same chains, 1/16 of the work. No AVX-512 kernel yet: the development machine's CPU
- * does not expose AVX-512, so one could not be tested here (it would give the same
- * bits, being the same per-element chain).
+ * masked to the valid corner, except a last panel of at most NARROW_MAX columns (batch
+ * 1's 2^k + 1 frames) on the AVX2 path: one column rides on the panel before it
+ * (ukr17_avx2), 2-4 go to a column kernel (ucol_avx2); the same chains either way. No
+ * AVX-512 kernel yet: the development machine's CPU does not expose AVX-512, so one
+ * could not be tested here (it would give the same bits, being the same per-element
+ * chain).
  *
- * Parallelism (OpenMP, nf_nn_threads()): work items are (super-chunk, macro tile)
- * pairs. For K <= KCH*CPS there is one super-chunk and the threads split M and N only.
- * For the weight-gradient shape (small M x N, K = B*(L+2) ~ 131072) the super-chunks
- * (a fixed size, independent of the thread count) give the parallelism: each item
- * writes its q_s into a scratch slab and the slabs are summed in s order afterwards.
+ * Parallelism (the worker pool of nn_pool.c, nf_nn_threads() threads): work items are
+ * (super-chunk, macro tile) pairs. For K <= KCH*CPS there is one super-chunk and the
+ * threads split M and N only. For the weight-gradient shape (small M x N, K = B*(L+2) ~
+ * 131072) the super-chunks (a fixed size, independent of the thread count) give the
+ * parallelism: each item writes its q_s into a scratch slab and the slabs are summed in
+ * s order afterwards.
  *
  * Packing (Goto & van de Geijn 2008): for each chunk, an MC x kc block of op(A) is
  * packed into MR-row micro-panels and a kc x NC block of op(B) into NR-column
  * micro-panels, both k-major, so the micro-kernel reads two contiguous streams; the
  * transposes are absorbed by the packing, so all four (ta, tb) cases share one kernel.
  * Scratch is per thread (thread-local), 64-byte aligned, allocated on first use and
- * never freed (OpenMP's worker threads live as long as the process); the super-chunk
+ * never freed (the pool's worker threads live as long as the process); the super-chunk
  * slabs belong to the calling thread and only grow. If an allocation fails, the same
  * order is computed element by element without scratch (slow, same bits).
  *
