@@ -204,8 +204,8 @@ static nf_status train_step(bench_state *s, uint64_t step)
     st = nf_unet_backward(s->net, s->dout, NULL);
     if (st) return st;
     size_t np = nf_unet_num_params(s->net);
-    nf_clip_grad_norm(nf_unet_grads(s->net), np, 1.0);
-    return nf_adamw_step(&s->opt, nf_unet_params(s->net), nf_unet_grads(s->net), 1e-4f);
+    float clip = nf_clip_factor(nf_l2_norm(nf_unet_grads(s->net), np), 1.0);
+    return nf_adamw_step_scaled(&s->opt, nf_unet_params(s->net), nf_unet_grads(s->net), clip, 1e-4f);
 }
 
 /* The denoiser callback of the diffusion core: the network in inference mode. */

@@ -294,7 +294,7 @@ int nf_classifier_find_tensor(const nf_classifier *c, const char *name)
         if (!strcmp(c->names[i], name)) return i;
     return -1;
 }
-void nf_classifier_zero_grad(nf_classifier *c) { memset(c->grads, 0, c->n_params * sizeof(float)); }
+void nf_classifier_zero_grad(nf_classifier *c) { nf_par_zero(c->grads, c->n_params); }
 
 /* PyTorch defaults (kaiming_uniform(a = sqrt 5): U(+-1/sqrt(fan_in)) for weights and
  * biases; GroupNorm 1, 0), one counter-RNG stream per tensor name (as the U-Net). */
@@ -571,12 +571,15 @@ nf_status nf_classifier_train(nf_classifier *net, const nf_schedule *s, const fl
         }
         nf_classifier_zero_grad(net);
         if ((st = nf_classifier_backward(net, lg + (size_t)B * K, NULL))) goto done;
-        double gn = nf_clip_grad_norm(net->grads, net->n_params, tc->grad_clip);
+        /* Clipping rides on the AdamW pass (nf_adamw_step_scaled): no pass of its own. */
+        double gn = nf_l2_norm(net->grads, net->n_params);
         if (!isfinite(gn)) {
             st = nf_fail(NF_ERR_NUMERIC, "classifier train: the gradient norm is %g at step %lld", gn, step);
             goto done;
         }
-        if ((st = nf_adamw_step(&opt, net->params, net->grads, nf_lr_at(&lrs, step)))) goto done;
+        if ((st = nf_adamw_step_scaled(&opt, net->params, net->grads, nf_clip_factor(gn, tc->grad_clip),
+                                       nf_lr_at(&lrs, step))))
+            goto done;
         if (step >= tail_from) tail += loss, tail_n++;
         if (progress) progress(user, step + 1, loss, (double)correct / B);
     }

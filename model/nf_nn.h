@@ -62,6 +62,8 @@ void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx);
  * batch 1 use it instead of OpenMP. */
 #define NF_PAR_MIN_WORK 4096
 void nf_par_for(int nthreads, int n, size_t work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
+/* x[0 .. n) = 0 on nf_nn_threads() threads of the pool (gradient slabs of many MB). */
+void nf_par_zero(float *x, size_t n);
 /* Weights packed once for the GEMM (nn_gemm.c): A [M][K] row-major (the layers' weight
  * layout) packed into nf_gemm_packed_a_floats(M, K) floats (64-byte aligned) and
  * registered; every later nf_gemm / nf_gemm_taps with op(A) = that A (same address, M, K,

@@ -56,6 +56,9 @@ void nf_adamw_reset(nf_adamw *opt);
  *   theta -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * Gradients are read only. Returns NF_ERR_ARG on a bad lr. */
 nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float lr);
+/* The same step on the gradients times gscale (each g[i] * gscale rounded to float, as
+ * nf_scale would leave it): clipping by nf_clip_factor() without a pass of its own. */
+nf_status nf_adamw_step_scaled(nf_adamw *opt, float *params, const float *grads, float gscale, float lr);
 
 /* ---- Gradient clipping and norms. */
 
@@ -67,6 +70,9 @@ double nf_l2_norm(const float *g, size_t n);
  * below 1. max_norm <= 0 only measures. Returns the norm before clipping; a non-finite
  * norm leaves g untouched (the caller should skip the step). */
 double nf_clip_grad_norm(float *g, size_t n, double max_norm);
+/* The factor nf_clip_grad_norm scales by for a given norm: max_norm / (norm + 1e-6) in
+ * float when that is below 1, else 1 (also for a non-finite norm or max_norm <= 0). */
+float nf_clip_factor(double norm, double max_norm);
 /* For tests: 1 runs the portable C instead of the AVX2 paths of nf_adamw_step and
  * nf_l2_norm (which must give the same bits); 0 (the default) picks by the CPU. */
 void nf_optim_force_portable(int on);

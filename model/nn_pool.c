@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -205,4 +206,23 @@ void nf_par_for(int nthreads, int n, size_t work, void (*fn)(void *ctx, int i0, 
     J.grain = n / (4 * nthreads) > 1 ? n / (4 * nthreads) : 1;
     atomic_init(&J.next, 0);
     nf_pool_run(nthreads, par_fn, &J);
+}
+
+#define ZERO_BLOCK 16384
+typedef struct {
+    float *x;
+    size_t n;
+} zero_job;
+
+static void zero_blocks(void *ctx, int b0, int b1)
+{
+    const zero_job *J = ctx;
+    size_t lo = (size_t)b0 * ZERO_BLOCK, hi = (size_t)b1 * ZERO_BLOCK < J->n ? (size_t)b1 * ZERO_BLOCK : J->n;
+    memset(J->x + lo, 0, (hi - lo) * sizeof(float));
+}
+
+void nf_par_zero(float *x, size_t n)
+{
+    zero_job J = {x, n};
+    nf_par_for(nf_nn_threads(), (int)((n + ZERO_BLOCK - 1) / ZERO_BLOCK), n, zero_blocks, &J);
 }

@@ -32,13 +32,15 @@ static int use_avx2(void) { return nf_cpu_avx2_fma() && !g_force_portable; }
 
 typedef struct {
     float b2, one_b1, one_b2, eps, step_size, inv_sqrt_bc2, decay;
+    float gscale; /* the clipping factor, applied to each gradient as it is read */
+    int scaled;   /* gscale != 1 */
 } adam_consts;
 
 static void adam_portable(const adam_consts *k, float *params, const float *grads, float *m, float *v,
                           const uint8_t *mask, size_t lo, size_t hi)
 {
     for (size_t i = lo; i < hi; i++) {
-        float g = grads[i];
+        float g = k->scaled ? grads[i] * k->gscale : grads[i];
         float p = params[i];
         if (!mask || mask[i]) p *= k->decay;
         float mi = m[i] + k->one_b1 * (g - m[i]); /* = b1 m + (1 - b1) g */
@@ -58,10 +60,11 @@ __attribute__((target("avx2"))) static void adam_avx2(const adam_consts *k, floa
     const __m256 one_b1 = _mm256_set1_ps(k->one_b1), b2 = _mm256_set1_ps(k->b2),
                  one_b2 = _mm256_set1_ps(k->one_b2), eps = _mm256_set1_ps(k->eps),
                  step = _mm256_set1_ps(k->step_size), isb = _mm256_set1_ps(k->inv_sqrt_bc2),
-                 decay = _mm256_set1_ps(k->decay);
+                 decay = _mm256_set1_ps(k->decay), gs = _mm256_set1_ps(k->gscale);
     size_t i = lo;
     for (; i + 8 <= hi; i += 8) {
         __m256 g = _mm256_loadu_ps(grads + i), p = _mm256_loadu_ps(params + i);
+        if (k->scaled) g = _mm256_mul_ps(g, gs);
         __m256 pd = _mm256_mul_ps(p, decay);
         if (mask) {
             __m128i mb = _mm_loadl_epi64((const __m128i *)(mask + i));
@@ -128,9 +131,35 @@ void nf_adamw_reset(nf_adamw *opt)
     opt->step = 0;
 }
 
-nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float lr)
+typedef struct {
+    adam_consts k;
+    float *params, *m, *v;
+    const float *grads;
+    const uint8_t *mask;
+    size_t n;
+    int avx2;
+} adam_job;
+
+static void adam_chunks(void *ctx, int c0, int c1)
+{
+    const adam_job *J = ctx;
+    for (int c = c0; c < c1; c++) {
+        size_t lo = (size_t)c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < J->n ? lo + ADAM_CHUNK : J->n;
+#ifdef HAVE_X86
+        if (J->avx2) {
+            adam_avx2(&J->k, J->params, J->grads, J->m, J->v, J->mask, lo, hi);
+            continue;
+        }
+#endif
+        adam_portable(&J->k, J->params, J->grads, J->m, J->v, J->mask, lo, hi);
+    }
+}
+
+nf_status nf_adamw_step_scaled(nf_adamw *opt, float *params, const float *grads, float gscale, float lr)
 {
     if (!(lr >= 0.0f && isfinite(lr))) return nf_fail(NF_ERR_ARG, "adamw: learning rate %g", (double)lr);
+    if (!(gscale >= 0.0f && isfinite(gscale)))
+        return nf_fail(NF_ERR_ARG, "adamw: gradient scale %g", (double)gscale);
     if (!opt->m || !opt->v) return nf_fail(NF_ERR_ARG, "adamw: optimizer not initialised");
     const int64_t t = opt->step + 1;
     const float b1 = opt->cfg.beta1, b2 = opt->cfg.beta2, eps = opt->cfg.eps;
@@ -141,26 +170,18 @@ nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float 
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     /* Decoupled decay (Loshchilov & Hutter, Algorithm 2 line 12), applied first as torch does. */
     const float decay = (float)(1.0 - (double)lr * (double)opt->cfg.weight_decay);
-    const adam_consts k = {b2, 1.0f - b1, 1.0f - b2, eps, step_size, inv_sqrt_bc2, decay};
-    float *m = opt->m, *v = opt->v;
-    const uint8_t *mask = opt->decay_mask;
-    const size_t n = opt->n;
-    const ptrdiff_t chunks = (ptrdiff_t)((n + ADAM_CHUNK - 1) / ADAM_CHUNK);
-    const int avx2 = use_avx2();
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (ptrdiff_t c = 0; c < chunks; c++) {
-        size_t lo = (size_t)c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < n ? lo + ADAM_CHUNK : n;
-#ifdef HAVE_X86
-        if (avx2) {
-            adam_avx2(&k, params, grads, m, v, mask, lo, hi);
-            continue;
-        }
-#endif
-        (void)avx2;
-        adam_portable(&k, params, grads, m, v, mask, lo, hi);
-    }
+    adam_job J = {{b2, 1.0f - b1, 1.0f - b2, eps, step_size, inv_sqrt_bc2, decay, gscale, gscale != 1.0f},
+                  params, opt->m, opt->v, grads, opt->decay_mask, opt->n, use_avx2()};
+    /* On the GEMM's pool: its workers are still spinning from the backward pass. */
+    const size_t chunks = (opt->n + ADAM_CHUNK - 1) / ADAM_CHUNK;
+    nf_par_for(opt->n > PAR_MIN ? nf_nn_threads() : 1, (int)chunks, opt->n, adam_chunks, &J);
     opt->step = t;
     return NF_OK;
+}
+
+nf_status nf_adamw_step(nf_adamw *opt, float *params, const float *grads, float lr)
+{
+    return nf_adamw_step_scaled(opt, params, grads, 1.0f, lr);
 }
 
 /* Sum of squares of g[lo, hi) in double, in 8 lanes: element lo + j goes to lane j % 8,
@@ -193,47 +214,83 @@ __attribute__((target("avx2"))) static double sumsq_avx2(const float *g, size_t 
 }
 #endif
 
+typedef struct {
+    const float *g;
+    size_t n, bs;
+    double *partial;
+    int avx2;
+} norm_job;
+
+static void norm_blocks(void *ctx, int b0, int b1)
+{
+    const norm_job *J = ctx;
+    for (int b = b0; b < b1; b++) {
+        size_t lo = (size_t)b * J->bs, hi = lo + J->bs < J->n ? lo + J->bs : J->n;
+#ifdef HAVE_X86
+        if (J->avx2) {
+            J->partial[b] = sumsq_avx2(J->g, lo, hi);
+            continue;
+        }
+#endif
+        double lane[8] = {0};
+        J->partial[b] = sumsq_portable(J->g, lo, hi, lane);
+    }
+}
+
+/* Threads for a pass over n elements: the pool's (nn_pool.c), whose workers are still
+ * spinning from the backward pass, or one for short slabs. */
+static int pass_threads(size_t n) { return n > PAR_MIN ? nf_nn_threads() : 1; }
+
 double nf_l2_norm(const float *g, size_t n)
 {
     /* At most RED_MAX_BLOCKS partial sums on the stack (no allocation per step): blocks
      * grow past RED_BLOCK for very large n. Block bounds depend on n only. */
     size_t bs = RED_BLOCK;
     if ((n + bs - 1) / bs > RED_MAX_BLOCKS) bs = (n + RED_MAX_BLOCKS - 1) / RED_MAX_BLOCKS;
-    const ptrdiff_t nb = (ptrdiff_t)((n + bs - 1) / bs);
+    const int nb = (int)((n + bs - 1) / bs);
     double partial[RED_MAX_BLOCKS];
-    const int avx2 = use_avx2();
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (ptrdiff_t b = 0; b < nb; b++) {
-        size_t lo = (size_t)b * bs, hi = lo + bs < n ? lo + bs : n;
-#ifdef HAVE_X86
-        if (avx2) {
-            partial[b] = sumsq_avx2(g, lo, hi);
-            continue;
-        }
-#endif
-        (void)avx2;
-        double lane[8] = {0};
-        partial[b] = sumsq_portable(g, lo, hi, lane);
-    }
+    norm_job J = {g, n, bs, partial, use_avx2()};
+    nf_par_for(pass_threads(n), nb, n, norm_blocks, &J);
     double s = 0.0;
-    for (ptrdiff_t b = 0; b < nb; b++) s += partial[b];
+    for (int b = 0; b < nb; b++) s += partial[b];
     return sqrt(s);
+}
+
+/* Elementwise passes over a slab, on the pool in blocks of PASS_BLOCK elements. */
+#define PASS_BLOCK 16384
+typedef struct {
+    float *x;
+    const float *y;
+    size_t n;
+    float s;
+} pass_job;
+
+static void scale_blocks(void *ctx, int b0, int b1)
+{
+    const pass_job *J = ctx;
+    size_t lo = (size_t)b0 * PASS_BLOCK, hi = (size_t)b1 * PASS_BLOCK < J->n ? (size_t)b1 * PASS_BLOCK : J->n;
+    for (size_t i = lo; i < hi; i++) J->x[i] *= J->s;
 }
 
 void nf_scale(float *g, size_t n, float s)
 {
-    const ptrdiff_t nn = (ptrdiff_t)n;
-#pragma omp parallel for schedule(static) if (nn > PAR_MIN)
-    for (ptrdiff_t i = 0; i < nn; i++) g[i] *= s;
+    pass_job J = {g, NULL, n, s};
+    nf_par_for(pass_threads(n), (int)((n + PASS_BLOCK - 1) / PASS_BLOCK), n, scale_blocks, &J);
+}
+
+float nf_clip_factor(double norm, double max_norm)
+{
+    if (!isfinite(norm) || max_norm <= 0.0) return 1.0f;
+    /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1. */
+    double coef = max_norm / (norm + 1e-6);
+    return coef < 1.0 ? (float)coef : 1.0f;
 }
 
 double nf_clip_grad_norm(float *g, size_t n, double max_norm)
 {
     double norm = nf_l2_norm(g, n);
-    if (!isfinite(norm) || max_norm <= 0.0) return norm;
-    /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1. */
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) nf_scale(g, n, (float)coef);
+    float coef = nf_clip_factor(norm, max_norm);
+    if (coef != 1.0f) nf_scale(g, n, coef);
     return norm;
 }
 
@@ -297,16 +354,20 @@ float nf_ema_current_decay(const nf_ema *ema)
     return d < ema->decay ? (float)d : ema->decay;
 }
 
+static void ema_blocks(void *ctx, int b0, int b1)
+{
+    const pass_job *J = ctx;
+    size_t lo = (size_t)b0 * PASS_BLOCK, hi = (size_t)b1 * PASS_BLOCK < J->n ? (size_t)b1 * PASS_BLOCK : J->n;
+    for (size_t i = lo; i < hi; i++) J->x[i] += J->s * (J->y[i] - J->x[i]);
+}
+
 void nf_ema_update(nf_ema *ema, const float *params)
 {
     const float d = nf_ema_current_decay(ema);
-    const float one_d = 1.0f - d;
-    float *s = ema->shadow;
-    const ptrdiff_t n = (ptrdiff_t)ema->n;
     /* shadow += (1 - d)(params - shadow): the same as d*shadow + (1-d)*params, and exact
      * when params == shadow. */
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (ptrdiff_t i = 0; i < n; i++) s[i] += one_d * (params[i] - s[i]);
+    pass_job J = {ema->shadow, params, ema->n, 1.0f - d};
+    nf_par_for(pass_threads(ema->n), (int)((ema->n + PASS_BLOCK - 1) / PASS_BLOCK), ema->n, ema_blocks, &J);
     ema->updates++;
 }
 

@@ -636,14 +636,15 @@ nf_status nf_train(const nf_train_config *c)
         nf_unet_zero_grad(tr->net);
         if ((st = nf_unet_backward(tr->net, tr->dout, NULL))) goto done;
         float *grads = nf_unet_grads(tr->net), *params = nf_unet_params(tr->net);
-        double gn = nf_clip_grad_norm(grads, tr->np, c->grad_clip);
+        /* Clipping rides on the AdamW pass (nf_adamw_step_scaled): no pass of its own. */
+        double gn = nf_l2_norm(grads, tr->np);
         if (!isfinite(gn)) {
             st = nf_fail(NF_ERR_NUMERIC, "training: the gradient became %s at step %lld; stopped, %s keeps the last good checkpoint",
                          isnan(gn) ? "NaN" : "infinite", step + 1, tr->model_path);
             goto done;
         }
         float lr = nf_lr_at(&tr->lrs, step);
-        if ((st = nf_adamw_step(&tr->opt, params, grads, lr))) goto done;
+        if ((st = nf_adamw_step_scaled(&tr->opt, params, grads, nf_clip_factor(gn, c->grad_clip), lr))) goto done;
         nf_ema_update(&tr->ema, params);
         /* The log and the smoothed curve use the loss rounded to float: "%.9g" prints a
          * float exactly, so a resumed run rebuilds the same curve from the log. */

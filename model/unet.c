@@ -521,7 +521,7 @@ int nf_unet_find_tensor(const nf_unet *net, const char *name)
     return -1;
 }
 
-void nf_unet_zero_grad(nf_unet *net) { memset(net->grads, 0, net->n_params * sizeof(float)); }
+void nf_unet_zero_grad(nf_unet *net) { nf_par_zero(net->grads, net->n_params); }
 
 /* PyTorch defaults: Conv1d/Linear reset_parameters use kaiming_uniform_(a = sqrt(5)),
  * i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias;

@@ -1,8 +1,10 @@
 /* AdamW, clipping, learning-rate schedule and EMA against hand-computed values and an
  * independent double-precision re-implementation of the published update rules. */
+#include "nf_nn.h"
 #include "nf_optim.h"
 #include "nf_rng.h"
 #include "nf_test.h"
+#include "nf_unet.h"
 
 #include <math.h>
 #include <omp.h>
@@ -142,11 +144,11 @@ static void test_clip(void)
     nf_randn(g, n, 3, 3, 0);
     double s = 0;
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
-    int maxth = omp_get_max_threads();
+    nf_set_threads(2);
     double a = nf_l2_norm(g, n);
-    omp_set_num_threads(1);
+    nf_set_threads(1);
     double b = nf_l2_norm(g, n);
-    omp_set_num_threads(maxth);
+    nf_set_threads(2);
     CHECK_CLOSE(a, sqrt(s), 0, 1e-12, "random norm");
     CHECK(a == b, "norm depends on the thread count: %.17g vs %.17g", a, b);
     CHECK(nf_l2_norm(g, 0) == 0.0, "empty norm");
@@ -157,14 +159,72 @@ static void test_clip(void)
     double hs = 0;
     for (size_t i = 0; i < big; i++) hs += (double)h[i] * h[i];
     double ha = nf_l2_norm(h, big);
-    omp_set_num_threads(1);
+    nf_set_threads(1);
     double hb = nf_l2_norm(h, big);
-    omp_set_num_threads(maxth);
+    nf_set_threads(2);
     CHECK_CLOSE(ha, sqrt(hs), 0, 1e-12, "large norm");
     CHECK(ha == hb, "large norm depends on the thread count");
     free(h);
     nf_scale(g, 3, 2.0f);
     free(g);
+}
+
+/* Clipping folded into AdamW (nf_adamw_step_scaled with nf_clip_factor) gives the bits of
+ * clipping in place then stepping, on 1 and 2 threads, on both paths, with a decay mask. */
+static void test_scaled_step(void)
+{
+    CHECK(nf_clip_factor(5.0, 10.0) == 1.0f, "no clipping below max_norm");
+    CHECK(nf_clip_factor(5.0, 1.0) == (float)(1.0 / (5.0 + 1e-6)), "clip factor 1 / (5 + 1e-6)");
+    CHECK(nf_clip_factor(5.0, 0.0) == 1.0f && nf_clip_factor(INFINITY, 1.0) == 1.0f &&
+              nf_clip_factor(NAN, 1.0) == 1.0f, "clip factor 1 when off or non-finite");
+    const size_t n = 300007; /* past the pool's threshold, a partial last chunk */
+    float *g = malloc(n * sizeof(float)), *gc = malloc(n * sizeof(float)), *pa = malloc(n * sizeof(float)),
+          *pb = malloc(n * sizeof(float));
+    uint8_t *mask = malloc(n);
+    for (size_t i = 0; i < n; i++) mask[i] = (uint8_t)(i % 5 != 0);
+    nf_randn(pa, n, 12, 2, 0);
+    memcpy(pb, pa, n * sizeof(float));
+    nf_adamw_config c = {0.9f, 0.999f, 1e-8f, 0.05f};
+    nf_adamw oa, ob;
+    CHECK_OK(nf_adamw_init(&oa, n, &c));
+    CHECK_OK(nf_adamw_init(&ob, n, &c));
+    oa.decay_mask = ob.decay_mask = mask;
+    int same = 1, clipped = 0;
+    for (int step = 0; step < 8; step++) {
+        nf_set_threads(step % 2 ? 1 : 2);
+        nf_optim_force_portable(step >= 4);
+        nf_randn(g, n, 12, 3, (uint64_t)step * n);
+        /* Norms around 550: clipped at 100 on even steps, not at 1000 on odd ones. */
+        double max_norm = step % 2 ? 1000.0 : 100.0;
+        memcpy(gc, g, n * sizeof(float));
+        double norm = nf_clip_grad_norm(gc, n, max_norm);
+        CHECK_OK(nf_adamw_step(&oa, pa, gc, 1e-2f));
+        float f = nf_clip_factor(nf_l2_norm(g, n), max_norm);
+        clipped += f < 1.0f;
+        CHECK(nf_l2_norm(g, n) == norm, "the norm before clipping");
+        CHECK_OK(nf_adamw_step_scaled(&ob, pb, g, f, 1e-2f));
+        same &= !memcmp(pa, pb, n * sizeof(float)) && !memcmp(oa.m, ob.m, n * sizeof(float)) &&
+                !memcmp(oa.v, ob.v, n * sizeof(float));
+    }
+    nf_optim_force_portable(0);
+    nf_set_threads(2);
+    CHECK(clipped == 4, "%d of 8 steps clipped (4 expected)", clipped);
+    CHECK(same, "scaled AdamW differs from clipping in place then stepping");
+    CHECK(nf_adamw_step_scaled(&ob, pb, g, -1.0f, 1e-2f) == NF_ERR_ARG, "negative scale refused");
+    CHECK(nf_adamw_step_scaled(&ob, pb, g, NAN, 1e-2f) == NF_ERR_ARG, "NaN scale refused");
+    /* nf_par_zero and nf_scale over a slab the pool splits. */
+    memcpy(gc, g, n * sizeof(float));
+    nf_scale(g, n, 0.5f);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += g[i] != gc[i] * 0.5f;
+    CHECK(bad == 0, "nf_scale: %zu values wrong", bad);
+    nf_par_zero(g, n);
+    size_t nz = 0;
+    for (size_t i = 0; i < n; i++) nz += g[i] != 0.0f;
+    CHECK(nz == 0, "nf_par_zero left %zu values", nz);
+    nf_adamw_free(&oa);
+    nf_adamw_free(&ob);
+    free(g); free(gc); free(pa); free(pb); free(mask);
 }
 
 static void test_schedule(void)
@@ -291,6 +351,7 @@ int main(void)
     test_adamw_first_step();
     test_adamw_many_steps();
     test_clip();
+    test_scaled_step();
     test_schedule();
     test_ema();
     return nf_test_done();
