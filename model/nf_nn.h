@@ -105,6 +105,13 @@ void nf_gemm_taps(int ta, int tb, int M, int N, int K, float alpha, const float 
 void nf_gemm_convt(int M, int N, int K, int ktaps, float alpha, const float *w, const float *B, int ldb, int taps,
                    ptrdiff_t tstep, float beta, float *C, int ldc);
 
+/* A layer's output in one pass: nf_gemm_taps (ta = tb = 0, beta = 1) on a C that is
+ * never read but taken to hold bias[i] + res[i][j] (res: the leading dimension of C; it
+ * may be C itself, read before written), bias[i] alone (res NULL) or res alone (bias
+ * NULL, then 0 + res). The same bits as storing that into C first and accumulating. */
+void nf_gemm_taps_bias(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, int taps,
+                       ptrdiff_t tstep, const float *bias, const float *res, float *C, int ldc);
+
 /* ---- elementwise kernels ---- */
 /* exp(x) to about 2 ulp for x in [-87, 88] (clamped outside), branch-free and
  * vectorisable: Cody-Waite range reduction + degree-6 polynomial (Cephes expf). */
@@ -135,7 +142,8 @@ void nf_seq_add(float *Y, const float *X, int C, nf_seq s);
  * gradient; forward does not use it).
  * Stride > 1: `col` is scratch of k*cin*ld_out floats (written by forward, read by
  * backward); it holds the strided taps so that one GEMM with K = cin*k does the conv.
- * `res` may be NULL; it must be laid out as `out`. */
+ * `res` may be NULL; it must be laid out as `out` (it may be `out` itself). Bias and
+ * residual are added in the GEMM's epilogue (nf_gemm_taps_bias): out is written once. */
 typedef struct {
     int cin, cout, k, stride, dil, pad;
 } nf_conv_dims;

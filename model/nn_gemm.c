@@ -85,19 +85,43 @@
  *   ADD:       t = t + acc
  *   FINAL:     c = epi(acc)
  *   ADD_FINAL: c = epi(t + acc)
- * epi(x) = alpha x if beta == 0, else fma(alpha, x, beta c). */
+ * epi(x) = alpha x if beta == 0, else fma(alpha, x, beta c), where c is C's old value or,
+ * for a layer's output with a bias and/or a residual (nf_gemm_taps_bias), c = bias[i]
+ * (+ res[i][j]) computed here instead of being stored in C first. */
 enum { M_STORE, M_ADD, M_FINAL, M_ADD_FINAL };
 
 typedef struct {
     float alpha, beta;
+    /* Instead of C's old value (both NULL: C): bias[r] and/or res[r ldr + j], relative to
+     * the tile's corner (see epi_at). */
+    const float *bias, *res;
+    ptrdiff_t ldr;
 } epi_t;
 
-typedef void (*ukr_fn)(int kc, const float *a, const float *b, int mode, float *t,
-                       ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e, int mr, int nr);
-
-static inline float epi_one(float x, const float *c, epi_t e)
+/* The epilogue of the tile whose corner is (r, j) of e's. */
+static inline epi_t epi_at(const epi_t *e0, ptrdiff_t r, ptrdiff_t j)
 {
-    return e.beta == 0.0f ? e.alpha * x : fmaf(e.alpha, x, e.beta * *c);
+    epi_t e = *e0;
+    if (e.bias) e.bias += r;
+    if (e.res) e.res += r * e.ldr + j;
+    return e;
+}
+
+/* What the epilogue adds to alpha x at (r, j): C's old value, or bias (+ residual) as
+ * the layers used to store it into C first (bv + res, or bv alone). */
+static inline float epi_in(const float *c, const epi_t *e, int r, int j)
+{
+    if (!e->bias && !e->res) return *c;
+    float bv = e->bias ? e->bias[r] : 0.0f;
+    return e->res ? bv + e->res[r * e->ldr + j] : bv;
+}
+
+typedef void (*ukr_fn)(int kc, const float *a, const float *b, int mode, float *t,
+                       ptrdiff_t ldt, float *c, ptrdiff_t ldc, const epi_t *e, int mr, int nr);
+
+static inline float epi_one(float x, const float *c, const epi_t *e, int r, int j)
+{
+    return e->beta == 0.0f ? e->alpha * x : fmaf(e->alpha, x, e->beta * epi_in(c, e, r, j));
 }
 
 /* Micro-kernels: the MR x NR chain over kc packed k-steps, then `mode` on the valid
@@ -105,7 +129,7 @@ static inline float epi_one(float x, const float *c, epi_t e)
 
 /* ---- portable micro-kernel: fmaf chains, the reference for every other kernel ---- */
 static void ukr_scalar(int kc, const float *a, const float *b, int mode, float *t,
-                       ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e, int mr, int nr)
+                       ptrdiff_t ldt, float *c, ptrdiff_t ldc, const epi_t *e, int mr, int nr)
 {
     float acc[MR][NR];
     for (int r = 0; r < MR; r++)
@@ -121,7 +145,7 @@ static void ukr_scalar(int kc, const float *a, const float *b, int mode, float *
             case M_STORE: t[r * ldt + j] = x; break;
             case M_ADD: t[r * ldt + j] = t[r * ldt + j] + x; break;
             case M_ADD_FINAL: x = t[r * ldt + j] + x; /* fall through */
-            default: c[r * ldc + j] = epi_one(x, &c[r * ldc + j], e); break;
+            default: c[r * ldc + j] = epi_one(x, &c[r * ldc + j], e, r, j); break;
             }
         }
 }
@@ -130,7 +154,7 @@ static void ukr_scalar(int kc, const float *a, const float *b, int mode, float *
 /* The epilogue of one column of rows [0, mr) whose chains ended in x8[r]: `mode` on
  * t[r ldt] / c[r ldc], exactly as ukr_scalar does it. */
 static inline void col_epilogue(const float *x8, int mr, int mode, float *t, ptrdiff_t ldt, float *c, ptrdiff_t ldc,
-                                epi_t e)
+                                const epi_t *e)
 {
     for (int r = 0; r < mr; r++) {
         float x = x8[r], *tp = t + r * ldt, *cp = c + r * ldc;
@@ -138,7 +162,7 @@ static inline void col_epilogue(const float *x8, int mr, int mode, float *t, ptr
         case M_STORE: *tp = x; break;
         case M_ADD: *tp = *tp + x; break;
         case M_ADD_FINAL: x = *tp + x; /* fall through */
-        default: *cp = epi_one(x, cp, e); break;
+        default: *cp = epi_one(x, cp, e, r, 0); break;
         }
     }
 }
@@ -175,9 +199,15 @@ static inline void col_epilogue(const float *x8, int mr, int mode, float *t, ptr
         b += NR;                                                                                                       \
     } while (0)
 
+/* epi_in for the 8 lanes of row r, columns 8h..8h+7 at cp (LOAD: full or masked). */
+#define MASKLOAD(p) _mm256_maskload_ps(p, m)
+#define EPI_IN(LOAD)                                                                                                   \
+    (!e->bias && !e->res ? LOAD(cp)                                                                                      \
+     : e->res           ? _mm256_add_ps(_mm256_set1_ps(e->bias ? e->bias[r] : 0.0f), LOAD(e->res + r * e->ldr + 8 * h))     \
+                       : _mm256_set1_ps(e->bias[r]))
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
 ukr_avx2_body(int extra, int kc, const float *a, const float *b, const float *b17, int mode, float *t, ptrdiff_t ldt,
-              float *c, ptrdiff_t ldc, epi_t e, int mr, int nr)
+              float *c, ptrdiff_t ldc, const epi_t *e, int mr, int nr)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00, cx = c00;
@@ -188,11 +218,12 @@ ukr_avx2_body(int extra, int kc, const float *a, const float *b, const float *b1
     if (extra) {
         float x8[8];
         _mm256_storeu_ps(x8, cx);
-        col_epilogue(x8, mr, mode, t + NR, ldt, c + NR, ldc, e);
+        epi_t e17 = epi_at(e, 0, NR);
+        col_epilogue(x8, mr, mode, t + NR, ldt, c + NR, ldc, &e17);
     }
     __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21},
                          {c30, c31}, {c40, c41}, {c50, c51}};
-    __m256 va = _mm256_set1_ps(e.alpha), vb = _mm256_set1_ps(e.beta);
+    __m256 va = _mm256_set1_ps(e->alpha), vb = _mm256_set1_ps(e->beta);
     if (mode <= M_ADD) {
         for (int r = 0; r < MR; r++)
             for (int h = 0; h < 2; h++) {
@@ -213,18 +244,18 @@ ukr_avx2_body(int extra, int kc, const float *a, const float *b, const float *b1
             float *cp = c + r * ldc + 8 * h;
             if (mode == M_ADD_FINAL) x = _mm256_add_ps(_mm256_load_ps(t + r * ldt + 8 * h), x);
             if (nr == NR) {
-                if (e.beta == 0.0f)
+                if (e->beta == 0.0f)
                     x = _mm256_mul_ps(va, x);
                 else
-                    x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, _mm256_loadu_ps(cp)));
+                    x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, EPI_IN(_mm256_loadu_ps)));
                 _mm256_storeu_ps(cp, x);
             } else {
                 __m256i m = h ? m1 : m0;
                 if (h * 8 >= nr) continue;
-                if (e.beta == 0.0f)
+                if (e->beta == 0.0f)
                     x = _mm256_mul_ps(va, x);
                 else
-                    x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, _mm256_maskload_ps(cp, m)));
+                    x = _mm256_fmadd_ps(va, x, _mm256_mul_ps(vb, EPI_IN(MASKLOAD)));
                 _mm256_maskstore_ps(cp, m, x);
             }
         }
@@ -232,7 +263,7 @@ ukr_avx2_body(int extra, int kc, const float *a, const float *b, const float *b1
 
 __attribute__((target("avx2,fma"))) static void
 ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t ldt, float *c,
-         ptrdiff_t ldc, epi_t e, int mr, int nr)
+         ptrdiff_t ldc, const epi_t *e, int mr, int nr)
 {
     ukr_avx2_body(0, kc, a, b, NULL, mode, t, ldt, c, ldc, e, mr, nr);
 }
@@ -240,7 +271,7 @@ ukr_avx2(int kc, const float *a, const float *b, int mode, float *t, ptrdiff_t l
 /* A full 16-column tile and the one column after it, b17[0 .. kc). */
 __attribute__((target("avx2,fma"))) static void
 ukr17_avx2(int kc, const float *a, const float *b, const float *b17, int mode, float *t, ptrdiff_t ldt, float *c,
-           ptrdiff_t ldc, epi_t e, int mr)
+           ptrdiff_t ldc, const epi_t *e, int mr)
 {
     ukr_avx2_body(1, kc, a, b, b17, mode, t, ldt, c, ldc, e, mr, NR);
 }
@@ -256,7 +287,7 @@ ukr17_avx2(int kc, const float *a, const float *b, const float *b17, int mode, f
  * goes with ukr17_avx2 when it can. */
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
 col_group(int G, int kc, const float *pa, int p0, int ms, const float *b, int q, int mode, float *t,
-          ptrdiff_t ldt, float *c, ptrdiff_t ldc, epi_t e)
+          ptrdiff_t ldt, float *c, ptrdiff_t ldc, const epi_t *e)
 {
     __m256 acc[8];
     const float *a[8];
@@ -276,7 +307,8 @@ col_group(int G, int kc, const float *pa, int p0, int ms, const float *b, int q,
         float x8[8];
         _mm256_storeu_ps(x8, acc[i]);
         int row = (p0 + i) * MR, mr = ms - row < MR ? ms - row : MR;
-        col_epilogue(x8, mr, mode, t + (ptrdiff_t)row * ldt + q, ldt, c + (ptrdiff_t)row * ldc + q, ldc, e);
+        epi_t ei = epi_at(e, row, q);
+        col_epilogue(x8, mr, mode, t + (ptrdiff_t)row * ldt + q, ldt, c + (ptrdiff_t)row * ldc + q, ldc, &ei);
     }
 }
 
@@ -284,7 +316,7 @@ col_group(int G, int kc, const float *pa, int p0, int ms, const float *b, int q,
  * c point at row 0 of those columns. */
 __attribute__((target("avx2,fma"))) static void
 ucol_avx2(int kc, const float *pa, int ms, const float *b, int nr, int mode, float *t, ptrdiff_t ldt, float *c,
-          ptrdiff_t ldc, epi_t e)
+          ptrdiff_t ldc, const epi_t *e)
 {
     int np = (ms + MR - 1) / MR;
     for (int q = 0; q < nr; q++)
@@ -592,7 +624,7 @@ static void run_item_fallback(const prob_t *P, int s, int i0, int mc, int j0, in
             if (P->nsup > 1)
                 P->slab[s * P->sl_stride + (size_t)i * P->Np + j] = q;
             else
-                P->C[i * P->ldc + j] = epi_one(q, &P->C[i * P->ldc + j], P->e);
+                P->C[i * P->ldc + j] = epi_one(q, &P->C[i * P->ldc + j], &P->e, i, j);
         }
 }
 
@@ -640,9 +672,11 @@ run_block(const prob_t *P, int kc, int mode, const float *pa, const float *pb, i
             j17 = nc - NR;
             const float *b17 = pb + (size_t)(nc / NR) * kc * NR;
             for (int k = 0; k < kc; k++) col17[k] = b17[(size_t)k * NR];
-        } else
+        } else {
+            epi_t et = epi_at(&P->e, row0, j0 + nc);
             ucol_avx2(kc, pa, ms, pb + (size_t)(nc / NR) * kc * NR, tail, mode, t + nc, ldt,
-                      P->C + (ptrdiff_t)row0 * P->ldc + j0 + nc, P->ldc, P->e);
+                      P->C + (ptrdiff_t)row0 * P->ldc + j0 + nc, P->ldc, &et);
+        }
     }
 #endif
     /* A micro-panel (<= 12 KB) stays in L1 while the B block streams from L2. */
@@ -657,13 +691,14 @@ run_block(const prob_t *P, int kc, int mode, const float *pa, const float *pb, i
             if (touch_c && jr + 2 * NR < nc)
                 prefetch_c(P, row, mr, j0 + jr + 2 * NR, nc - jr - 2 * NR < NR ? nc - jr - 2 * NR : NR);
             float *tt = t + ir * ldt + jr, *cc = P->C + row * P->ldc + j0 + jr;
+            epi_t et = epi_at(&P->e, row, j0 + jr);
 #ifdef HAVE_X86
             if (jr == j17) {
-                ukr17_avx2(kc, a, b, col17, mode, tt, ldt, cc, P->ldc, P->e, mr);
+                ukr17_avx2(kc, a, b, col17, mode, tt, ldt, cc, P->ldc, &et, mr);
                 continue;
             }
 #endif
-            P->ukr(kc, a, b, mode, tt, ldt, cc, P->ldc, P->e, mr, nr);
+            P->ukr(kc, a, b, mode, tt, ldt, cc, P->ldc, &et, mr, nr);
         }
     }
 }
@@ -919,13 +954,13 @@ static int run_shared(const prob_t *P, int nt, const float *pre)
  * w[(q M + i) a_taps + t] (ta, lda unused). */
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int a_taps,
                  const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
-                 int ldc)
+                 int ldc, const float *bias, const float *res)
 {
     if (M <= 0 || N <= 0) return;
-    epi_t e = {alpha, beta};
+    epi_t e = {alpha, beta, bias, res, ldc};
     if (K <= 0) {
         for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = epi_one(0.0f, &C[(size_t)i * ldc + j], e);
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = epi_one(0.0f, &C[(size_t)i * ldc + j], &e, i, j);
         return;
     }
     prob_t P;
@@ -999,7 +1034,7 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
                 for (int j = 0; j < N; j++) {
                     float x = chain_elem(&P, i, j, 0);
                     for (int s = 1; s < P.nsup; s++) x = x + chain_elem(&P, i, j, s);
-                    C[(size_t)i * ldc + j] = epi_one(x, &C[(size_t)i * ldc + j], e);
+                    C[(size_t)i * ldc + j] = epi_one(x, &C[(size_t)i * ldc + j], &e, i, j);
                 }
             return;
         }
@@ -1023,7 +1058,7 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
             for (int j = 0; j < N; j++) {
                 float x = q[j];
                 for (int s = 1; s < P.nsup; s++) x = x + q[s * P.sl_stride + j];
-                c[j] = epi_one(x, &c[j], e);
+                c[j] = epi_one(x, &c[j], &e, i, j);
             }
         }
     }
@@ -1032,21 +1067,27 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
 void nf_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
              const float *B, int ldb, float beta, float *C, int ldc)
 {
-    gemm(ta, tb, M, N, K, alpha, A, lda, 1, B, ldb, 1, 0, beta, C, ldc);
+    gemm(ta, tb, M, N, K, alpha, A, lda, 1, B, ldb, 1, 0, beta, C, ldc, NULL, NULL);
 }
 
 void nf_gemm_taps(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
                   int ldc)
 {
-    gemm(ta, tb, M, N, K, alpha, A, lda, 1, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc);
+    gemm(ta, tb, M, N, K, alpha, A, lda, 1, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc, NULL, NULL);
 }
 
 void nf_gemm_convt(int M, int N, int K, int ktaps, float alpha, const float *w, const float *B, int ldb, int taps,
                    ptrdiff_t tstep, float beta, float *C, int ldc)
 {
     if (ktaps <= 1) /* a 1x1 kernel: w [K][M] is just op(A)^T */
-        gemm(1, 0, M, N, K, alpha, w, M, 1, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc);
+        gemm(1, 0, M, N, K, alpha, w, M, 1, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc, NULL, NULL);
     else
-        gemm(0, 0, M, N, K, alpha, w, 0, ktaps, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc);
+        gemm(0, 0, M, N, K, alpha, w, 0, ktaps, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc, NULL, NULL);
+}
+
+void nf_gemm_taps_bias(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, int taps,
+                       ptrdiff_t tstep, const float *bias, const float *res, float *C, int ldc)
+{
+    gemm(0, 0, M, N, K, alpha, A, lda, 1, B, ldb, taps < 1 ? 1 : taps, tstep, 1.0f, C, ldc, bias, res);
 }

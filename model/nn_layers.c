@@ -91,43 +91,6 @@ int nf_conv_out_len(nf_conv_dims d, int L)
     return (L + 2 * d.pad - d.dil * (d.k - 1) - 1) / d.stride + 1;
 }
 
-/* out = bias (+ res) on valid columns, zero in the gaps; res == out is allowed. */
-typedef struct {
-    float *out;
-    nf_seq so;
-    const float *bias, *res;
-} init_bias_job;
-
-static void init_bias_rows(void *v, int c0, int c1)
-{
-    const init_bias_job *J = v;
-    nf_seq so = J->so;
-    size_t ld = nf_seq_ld(so);
-    for (int c = c0; c < c1; c++) {
-        float *row = J->out + (size_t)c * ld;
-        float bv = J->bias ? J->bias[c] : 0.0f;
-        for (int b = 0; b < so.B; b++) {
-            /* Gaps only: res may be out itself (a residual accumulated in place). */
-            float *seg = row + (size_t)b * so.S;
-            for (int i = 0; i < so.off; i++) seg[i] = 0.0f;
-            for (int i = so.off + so.L; i < so.S; i++) seg[i] = 0.0f;
-            float *o = seg + so.off;
-            if (J->res) {
-                const float *r = J->res + (size_t)c * ld + (size_t)b * so.S + so.off;
-                for (int l = 0; l < so.L; l++) o[l] = bv + r[l];
-            } else {
-                for (int l = 0; l < so.L; l++) o[l] = bv;
-            }
-        }
-    }
-}
-
-static void init_bias(float *out, nf_seq so, const float *bias, const float *res, int C)
-{
-    init_bias_job J = {out, so, bias, res};
-    nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), init_bias_rows, &J);
-}
-
 typedef struct {
     float *dbias;
     const float *dout;
@@ -194,26 +157,33 @@ static void gather_cols(float *col, nf_seq so, const float *in, nf_seq si, nf_co
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d)
 {
-    init_bias(out, so, bias, res, d.cout);
     (void)wt;
+    /* out = bias (+ res) + conv(in): the GEMM adds bias and residual in its epilogue
+     * (same bits as storing them first), then the gap columns are zeroed. */
     if (d.stride == 1) {
-        /* out[co][n] += sum_{ci,j} w[co][ci*k + j] in[ci][n + shift + j dil]: one GEMM
+        /* out[co][n] = sum_{ci,j} w[co][ci*k + j] in[ci][n + shift + j dil]: one GEMM
          * with K = cin k whose B operand is the k shifted views of `in`. */
         size_t ld = nf_seq_ld(si);
         int n0 = so.off;
         int N = (so.B - 1) * so.S + so.L;
         int shift = si.off - d.pad - so.off;
-        nf_gemm_taps(0, 0, d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift,
-                     (int)ld, d.k, d.dil, 1.0f, out + n0, (int)ld);
-        if (so.B > 1) nf_seq_zero_gaps(out, d.cout, so);
+        if (bias || res)
+            nf_gemm_taps_bias(d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift, (int)ld, d.k, d.dil,
+                              bias, res ? res + n0 : NULL, out + n0, (int)ld);
+        else
+            nf_gemm_taps(0, 0, d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift, (int)ld, d.k, d.dil,
+                         0.0f, out + n0, (int)ld);
     } else {
         size_t ldo = nf_seq_ld(so);
         gather_cols(col, so, in, si, d);
         /* w as [cout][cin*k] matches col's row order ci*k + j: one GEMM, no repack. */
-        nf_gemm(0, 0, d.cout, (int)ldo, d.cin * d.k,
-                    1.0f, w, d.cin * d.k, col, (int)ldo, 1.0f, out, (int)ldo);
-        nf_seq_zero_gaps(out, d.cout, so);
+        if (bias || res)
+            nf_gemm_taps_bias(d.cout, (int)ldo, d.cin * d.k, 1.0f, w, d.cin * d.k, col, (int)ldo, 1, 0, bias, res,
+                              out, (int)ldo);
+        else
+            nf_gemm(0, 0, d.cout, (int)ldo, d.cin * d.k, 1.0f, w, d.cin * d.k, col, (int)ldo, 0.0f, out, (int)ldo);
     }
+    nf_seq_zero_gaps(out, d.cout, so);
 }
 
 typedef struct {

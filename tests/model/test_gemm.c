@@ -258,6 +258,58 @@ static void check_prepacked(int M, int N, int K, int taps)
     free(A), free(X), free(C0), free(C1), free(C2), free(P);
 }
 
+/* nf_gemm_taps_bias (bias and residual added in the epilogue, C not read) against storing
+ * them into C and accumulating with nf_gemm_taps: the same bits, on 1 and 2 threads,
+ * shared and per-tile packing, the portable kernel, pre-packed weights, and with the
+ * residual being C itself. which: 1 bias, 2 residual, 3 both, 4 both with res == C.
+ * Columns past N are never written. */
+static void check_bias(int M, int N, int K, int taps, int which)
+{
+    int rows = K / taps, ld = N + 2 * taps + 1, ldc = N + 5;
+    float *A = randm((size_t)M * K, 41), *X = randm((size_t)rows * ld, 42), *bias = randm((size_t)M, 43);
+    float *R = randm((size_t)M * ldc, 44), *Cref = malloc((size_t)M * ldc * sizeof(float)),
+          *C = malloc((size_t)M * ldc * sizeof(float));
+    const float *bb = which & 1 ? bias : NULL;
+    int with_res = which >= 2;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < ldc; j++) {
+            float bv = bb ? bb[i] : 0.0f;
+            Cref[(size_t)i * ldc + j] = with_res ? bv + R[(size_t)i * ldc + j] : bv;
+        }
+    nf_set_threads(1);
+    nf_gemm_taps(0, 0, M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, 1.0f, Cref, ldc);
+    size_t np = nf_gemm_packed_a_floats(M, K);
+    float *P = aligned_alloc(64, (np * sizeof(float) + 63) / 64 * 64);
+    nf_gemm_pack_a(M, K, A, P);
+    for (int v = 0; v < 10; v++) {
+        nf_set_threads(v & 1 ? 2 : 1);
+        nf_gemm_force_unshared((v >> 1) & 1);
+        int portable = v >= 4 && v < 8, pre = v >= 8;
+        if (portable && !nf_gemm_force_path(1)) continue;
+        if (pre) CHECK(nf_gemm_register_packed(A, M, K, P), "%s", "register");
+        if (which == 4) {
+            memcpy(C, R, (size_t)M * ldc * sizeof(float));
+        } else {
+            for (size_t i = 0; i < (size_t)M * ldc; i++) C[i] = NAN;
+        }
+        nf_gemm_taps_bias(M, N, K, 1.0f, A, K, X + taps, ld, taps, 1, bb, which == 4 ? C : with_res ? R : NULL, C,
+                          ldc);
+        if (pre) nf_gemm_unregister_packed(P, np);
+        nf_gemm_force_path(0);
+        CHECK(same_bits(C, Cref, M, N, ldc, ldc), "nf_gemm_taps_bias M %d N %d K %d taps %d which %d variant %d differs",
+              M, N, K, taps, which, v);
+        int outside = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = N; j < ldc; j++)
+                outside += which == 4 ? memcmp(&C[(size_t)i * ldc + j], &R[(size_t)i * ldc + j], sizeof(float)) != 0
+                                      : !isnan(C[(size_t)i * ldc + j]);
+        CHECK(outside == 0, "nf_gemm_taps_bias wrote %d values past column %d", outside, N);
+    }
+    nf_gemm_force_unshared(0);
+    nf_set_threads(1);
+    free(A), free(X), free(bias), free(R), free(Cref), free(C), free(P);
+}
+
 int main(void)
 {
     /* Forcing the AVX2 path must succeed exactly when the CPU has AVX2 and FMA. */
@@ -301,6 +353,13 @@ int main(void)
     check_convt(61, 256, 3, 65, -1, 0.0f);   /* K = 768: two chunks */
     check_convt(7, 300, 5, 40, -2, 0.5f);    /* 5 taps, dilation 2, three chunks */
     check_convt(33, 20, 1, 50, 0, 1.0f);     /* a 1x1 kernel */
+    for (int which = 1; which <= 4; which++) {
+        check_bias(128, 129, 384, 3, which); /* batch 1: one chunk, a 1-column tail */
+        check_bias(61, 34, 1539, 3, which);  /* several chunks, a 2-column tail, partial panels */
+        check_bias(97, 36, 700, 1, which);   /* a 4-column tail on the column kernel */
+        check_bias(19, 70, 9000, 1, which);  /* several super-chunks: the slab sum's epilogue */
+        check_bias(7, 5, 12, 3, which);      /* one tile, narrower than a panel */
+    }
 
     /* Random shapes, all four transpose cases. */
     for (int t = 0; t < 40; t++) {
