@@ -194,6 +194,24 @@ void nf_class_embed_backward(float *dtable, const float *dout, const int *y, int
  * out's gaps are zeroed. */
 int nf_nearest_src(int l, int Lin, int Lout);
 void nf_upsample_forward(float *out, nf_seq so, const float *in, nf_seq si, int C);
+
+/* ---- nearest x2 upsampling then a kernel-3 conv (stride 1, pad 1), by polyphase ----
+ * With u[n] = x[n/2] (Lout = 2 Lin, or 2 Lin - 1 where nearest resizing also takes n/2):
+ *   out[2m]   = b + w0 x[m-1] + (w1 + w2) x[m]
+ *   out[2m+1] = b + (w0 + w1) x[m] + w2 x[m+1]
+ * (x = 0 outside [0, Lin)), except that for odd Lout the last output, out[2 Lin - 2], has
+ * no w2 term (its right neighbour is padding): computed on its own. Two kernel-2 convs at
+ * the input's length instead of a kernel-3 one at twice it: two thirds of the multiplies
+ * and no resized copy. The sums are rounded differently from conv(upsample(x)) (within
+ * float rounding); the network uses this for inference only. */
+/* Whether the identity above holds for nearest resizing Lin -> Lout (nf_nearest_src). */
+int nf_upconv3_applies(int Lin, int Lout);
+/* we[co][ci][2] = (w0, w1 + w2), wo[co][ci][2] = (w0 + w1, w2) from w[co][ci][3]. */
+void nf_upconv3_weights(float *we, float *wo, const float *w, int cin, int cout);
+/* out (layout so, Lout) = the conv with weights w / bias of the upsampled `in` (layout
+ * si, Lin, zero gaps), from the polyphase weights; scr: 2 cout nf_seq_ld(si) floats. */
+void nf_upconv3_forward(float *out, nf_seq so, float *scr, const float *in, nf_seq si, const float *we,
+                        const float *wo, const float *w, const float *bias, int cin, int cout);
 void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C);
 
 /* ---- dropout with a counter RNG (inverted: kept values scaled by 1/(1-p)) ----

@@ -112,10 +112,17 @@ void nf_unet_init_params(nf_unet *net, uint64_t seed);
 nf_status nf_unet_forward(nf_unet *net, const float *x, const float *t, const int *y,
                           int B, int L, float *out, int train, uint64_t dropout_seed);
 /* For inference: packs the convolution weights for the GEMM once, so that forward passes
- * do not (about 15% of a batch-1 forward; same results bit for bit). Valid until the
- * next nf_unet_params() call, which may change the weights and so drops the packed copy
- * (call this again after changing them). Costs as much memory again as the weights.
- * NF_ERR_NOMEM leaves the network working as before. */
+ * do not (about 15% of a batch-1 forward; same results bit for bit), with the upsampling
+ * convs' polyphase weights (see below). Valid until the next nf_unet_params() call, which
+ * may change the weights and so drops the packed copy (call this again after changing
+ * them). Costs as much memory again as the weights. NF_ERR_NOMEM leaves the network
+ * working as before.
+ *
+ * Inference (train == 0) runs each upsampling conv whose input has at least 512 samples
+ * per example as two kernel-2 convs on the input (nf_upconv3_forward: a third fewer
+ * multiplies, no resized copy); training keeps upsample + conv. The two agree within
+ * float rounding, not bit for bit; each is deterministic, and an example gives the same
+ * bits alone or in any batch either way. */
 nf_status nf_unet_prepack(nf_unet *net);
 
 /* After a training forward: accumulate d loss / d params into nf_unet_grads() and, if

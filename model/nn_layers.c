@@ -10,6 +10,7 @@
 #include "nf_rng.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -791,6 +792,77 @@ void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, i
 {
     upsample_job J = {din, so, si, dout};
     nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), upsample_bwd_rows, &J);
+}
+
+/* ------------------------------------------------------------------ upsample + conv3 */
+
+int nf_upconv3_applies(int Lin, int Lout)
+{
+    if (Lin < 2 || (Lout != 2 * Lin && Lout != 2 * Lin - 1)) return 0;
+    for (int l = 0; l < Lout; l++)
+        if (nf_nearest_src(l, Lin, Lout) != l >> 1) return 0;
+    return 1;
+}
+
+void nf_upconv3_weights(float *we, float *wo, const float *w, int cin, int cout)
+{
+    for (size_t i = 0; i < (size_t)cin * cout; i++) {
+        const float *k = w + 3 * i;
+        we[2 * i] = k[0], we[2 * i + 1] = k[1] + k[2];
+        wo[2 * i] = k[0] + k[1], wo[2 * i + 1] = k[2];
+    }
+}
+
+typedef struct {
+    float *out;
+    nf_seq so, si;
+    const float *even, *odd, *in, *w, *bias;
+    int cin;
+} interleave_job;
+
+/* out's rows from the even and odd phases; gaps zeroed; an odd Lout's last sample. */
+static void interleave_rows(void *v, int c0, int c1)
+{
+    const interleave_job *J = v;
+    nf_seq so = J->so, si = J->si;
+    size_t ldo = nf_seq_ld(so), ldi = nf_seq_ld(si);
+    int half = so.L / 2; /* complete (even, odd) pairs */
+    for (int c = c0; c < c1; c++)
+        for (int b = 0; b < so.B; b++) {
+            float *seg = J->out + (size_t)c * ldo + (size_t)b * so.S, *o = seg + so.off;
+            const float *e = J->even + (size_t)c * ldi + (size_t)b * si.S + si.off;
+            const float *d = J->odd + (size_t)c * ldi + (size_t)b * si.S + si.off;
+            for (int i = 0; i < so.off; i++) seg[i] = 0.0f;
+            for (int i = so.off + so.L; i < so.S; i++) seg[i] = 0.0f;
+            for (int m = 0; m < half; m++) o[2 * m] = e[m], o[2 * m + 1] = d[m];
+            if (so.L & 1) {
+                /* out[2 Lin - 2] = b + sum_ci w0 x[Lin - 2] + w1 x[Lin - 1]. */
+                const float *x = J->in + (size_t)b * si.S + si.off + si.L - 2;
+                const float *wc = J->w + (size_t)c * J->cin * 3;
+                /* Eight chains (ci mod 8), summed in a fixed order: one chain would wait on
+                 * the FMA's latency for every term. */
+                float acc[8] = {0};
+                for (int ci = 0; ci < J->cin; ci++) {
+                    const float *xc = x + (size_t)ci * ldi;
+                    acc[ci & 7] = fmaf(wc[3 * ci + 1], xc[1], fmaf(wc[3 * ci], xc[0], acc[ci & 7]));
+                }
+                float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+                o[so.L - 1] = (J->bias ? J->bias[c] : 0.0f) + s;
+            }
+        }
+}
+
+void nf_upconv3_forward(float *out, nf_seq so, float *scr, const float *in, nf_seq si, const float *we,
+                        const float *wo, const float *w, const float *bias, int cin, int cout)
+{
+    size_t ld = nf_seq_ld(si);
+    int n0 = si.off, N = (si.B - 1) * si.S + si.L;
+    float *even = scr, *odd = scr + (size_t)cout * ld;
+    /* Taps over x[m - 1], x[m] (even) and x[m], x[m + 1] (odd). */
+    nf_gemm_taps_bias(cout, N, 2 * cin, 1.0f, we, 2 * cin, in + n0 - 1, (int)ld, 2, 1, bias, NULL, even + n0, (int)ld);
+    nf_gemm_taps_bias(cout, N, 2 * cin, 1.0f, wo, 2 * cin, in + n0, (int)ld, 2, 1, bias, NULL, odd + n0, (int)ld);
+    interleave_job J = {out, so, si, even, odd, in, w, bias, cin};
+    nf_par_for(NT, cout, (size_t)cout * nf_seq_ld(so), interleave_rows, &J);
 }
 
 /* ------------------------------------------------------------------ dropout */

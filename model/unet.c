@@ -41,7 +41,9 @@ typedef struct {
     float *a1, *h1, *a2, *embp; /* RES: SiLU(GN1 x), conv1 + emb, dropout(SiLU(GN2 h1)), emb proj */
     float *m1, *r1, *m2, *r2;   /* GroupNorm statistics [B][groups] */
     float *norm, *qkv, *att, *lse; /* ATTN */
-    float *col;                 /* DOWN: strided taps; UP: the resized input; OUT: SiLU(GN) */
+    float *col;                 /* DOWN: strided taps; UP: the resized input (training) or the
+                                   polyphase outputs (inference); OUT: SiLU(GN) */
+    size_t upw;                 /* UP: its polyphase weights at net->upw + upw */
 } op_t;
 
 typedef struct {
@@ -67,6 +69,9 @@ struct nf_unet {
     size_t att_scr_size;
     int *y;          /* labels of the last training forward */
     float *packed;   /* nf_unet_prepack: conv weights packed for the GEMM (NULL: none) */
+    float *upw;      /* the UP ops' polyphase weights (nf_upconv3_weights) */
+    size_t upw_n;
+    int upw_ready;   /* upw matches the weights (set by nf_unet_prepack) */
     size_t packed_n; /* floats in packed */
     /* Last forward. */
     int B, L, trained;
@@ -349,9 +354,13 @@ static size_t plan(nf_unet *net, float *act, int B, int L)
         case OP_DOWN:
             o->col = balloc(&bp, (size_t)3 * o->cin * ldo);
             break;
-        case OP_UP:
-            o->col = balloc(&bp, (size_t)o->cin * ldo);
+        case OP_UP: {
+            /* The resized input (training), or the two polyphase outputs at the input's
+             * length (inference). */
+            size_t rs = (size_t)o->cin * ldo, pp = (size_t)2 * o->cout * nf_seq_ld(o->si);
+            o->col = balloc(&bp, rs > pp ? rs : pp);
             break;
+        }
         case OP_OUT:
             o->col = balloc(&bp, (size_t)o->cin * ld);
             o->m1 = balloc(&bp, (size_t)B * G);
@@ -409,12 +418,19 @@ nf_status nf_unet_create(const nf_unet_config *cfg, int max_batch, int max_lengt
         if ((size_t)o->cin > cmax) cmax = (size_t)o->cin;
         if ((size_t)o->cout > cmax) cmax = (size_t)o->cout;
     }
+    for (int k = 0; k < net->n_ops; k++) {
+        op_t *o = &net->ops[k];
+        if (o->kind != OP_UP) continue;
+        o->upw = net->upw_n;
+        net->upw_n += (size_t)4 * o->cin * o->cout;
+    }
+    net->upw = malloc((net->upw_n ? net->upw_n : 1) * sizeof(float));
     net->wt = malloc(wt * sizeof(float));
     net->partial = malloc(2 * cmax * (size_t)max_batch * sizeof(float));
     net->att_scr = malloc((net->att_scr_size ? net->att_scr_size : 1) * sizeof(float));
     net->y = malloc((size_t)max_batch * sizeof(int));
     if (!net->params || !net->grads || !net->act || !net->dact || !net->wt || !net->partial ||
-        !net->att_scr || !net->y)
+        !net->att_scr || !net->y || !net->upw)
         goto nomem;
     *out = net;
     return NF_OK;
@@ -448,6 +464,7 @@ nf_status nf_unet_count_params(const nf_unet_config *cfg, size_t *count)
 
 static void drop_packed(nf_unet *net)
 {
+    net->upw_ready = 0;
     if (!net->packed) return;
     nf_gemm_unregister_packed(net->packed, net->packed_n);
     free(net->packed);
@@ -455,29 +472,65 @@ static void drop_packed(nf_unet *net)
     net->packed_n = 0;
 }
 
-nf_status nf_unet_prepack(nf_unet *net)
+/* The A operands the inference GEMMs read: every conv weight [cout][cin][k] as
+ * [cout][cin k], and each UP op's two polyphase weights [cout][cin 2]. Returns how many;
+ * fills ptr/M/K when ptr is not NULL. */
+static int inference_weights(const nf_unet *net, const float **ptr, int *M, int *K)
 {
-    drop_packed(net);
-    /* Convolution weights [cout][cin][k] are the GEMMs' A operands as [cout][cin k]. */
-    size_t total = 0;
-    for (int i = 0; i < net->n_tensors; i++) {
-        const nf_param_info *t = &net->tensors[i];
-        if (t->ndim == 3) total += nf_gemm_packed_a_floats(t->shape[0], t->shape[1] * t->shape[2]);
-    }
-    if (total == 0) return NF_OK;
-    net->packed = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
-    if (!net->packed) return nf_fail(NF_ERR_NOMEM, "unet: out of memory for packed weights");
-    net->packed_n = total;
-    size_t off = 0;
+    int n = 0;
     for (int i = 0; i < net->n_tensors; i++) {
         const nf_param_info *t = &net->tensors[i];
         if (t->ndim != 3) continue;
-        int M = t->shape[0], K = t->shape[1] * t->shape[2];
-        float *dst = net->packed + off;
-        nf_gemm_pack_a(M, K, net->params + t->offset, dst);
-        if (!nf_gemm_register_packed(net->params + t->offset, M, K, dst)) break; /* unpacked from here on */
-        off += nf_gemm_packed_a_floats(M, K); /* a multiple of 512 floats: blocks stay 64-byte aligned */
+        if (ptr) ptr[n] = net->params + t->offset, M[n] = t->shape[0], K[n] = t->shape[1] * t->shape[2];
+        n++;
     }
+    for (int k = 0; k < net->n_ops; k++) {
+        const op_t *o = &net->ops[k];
+        if (o->kind != OP_UP) continue;
+        for (int h = 0; h < 2; h++, n++)
+            if (ptr) ptr[n] = net->upw + o->upw + (size_t)h * 2 * o->cin * o->cout, M[n] = o->cout, K[n] = 2 * o->cin;
+    }
+    return n;
+}
+
+static void upconv_weights(nf_unet *net, const op_t *o)
+{
+    float *we = net->upw + o->upw;
+    nf_upconv3_weights(we, we + (size_t)2 * o->cin * o->cout, net->params + net->tensors[o->p0].offset, o->cin,
+                       o->cout);
+}
+
+nf_status nf_unet_prepack(nf_unet *net)
+{
+    drop_packed(net);
+    for (int k = 0; k < net->n_ops; k++)
+        if (net->ops[k].kind == OP_UP) upconv_weights(net, &net->ops[k]);
+    net->upw_ready = 1;
+    int n = inference_weights(net, NULL, NULL, NULL);
+    if (n == 0) return NF_OK;
+    const float **ptr = malloc((size_t)n * sizeof *ptr);
+    int *M = malloc((size_t)n * sizeof *M), *K = malloc((size_t)n * sizeof *K);
+    if (!ptr || !M || !K) {
+        free(ptr), free(M), free(K);
+        return nf_fail(NF_ERR_NOMEM, "unet: out of memory for packed weights");
+    }
+    inference_weights(net, ptr, M, K);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += nf_gemm_packed_a_floats(M[i], K[i]);
+    net->packed = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+    if (!net->packed) {
+        free(ptr), free(M), free(K);
+        return nf_fail(NF_ERR_NOMEM, "unet: out of memory for packed weights");
+    }
+    net->packed_n = total;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        float *dst = net->packed + off;
+        nf_gemm_pack_a(M[i], K[i], ptr[i], dst);
+        if (!nf_gemm_register_packed(ptr[i], M[i], K[i], dst)) break; /* unpacked from here on */
+        off += nf_gemm_packed_a_floats(M[i], K[i]); /* a multiple of 512 floats: blocks stay 64-byte aligned */
+    }
+    free(ptr), free(M), free(K);
     return NF_OK;
 }
 
@@ -493,6 +546,7 @@ void nf_unet_free(nf_unet *net)
     free(net->act);
     free(net->dact);
     free(net->wt);
+    free(net->upw);
     free(net->partial);
     free(net->att_scr);
     free(net->y);
@@ -639,6 +693,13 @@ static void attn_backward(nf_unet *net, op_t *o)
                           o->r1, PRM(net, o, 0), PRM(net, o, 1), net->partial, C, c->groups, 0, s);
 }
 
+/* The input length from which an inference UP op runs as two polyphase GEMMs: measured at
+ * batch 1, ref-wave's forward (lengths 2048-8192) is 5-9% faster, ref-stft's (33 and 65)
+ * not faster (two narrow GEMMs cost more than the third of the multiplies they save). A
+ * length per example, never the batch's width: an example must give the same bits alone
+ * and in any batch. */
+#define UPCONV_MIN_L 512
+
 static void op_forward(nf_unet *net, op_t *o, int train)
 {
     const nf_unet_config *c = &net->cfg;
@@ -660,6 +721,16 @@ static void op_forward(nf_unet *net, op_t *o, int train)
         break;
     }
     case OP_UP:
+        if (!train && o->si.L >= UPCONV_MIN_L && nf_upconv3_applies(o->si.L, o->so.L)) {
+            /* Inference: the conv of the upsampled signal by polyphase weights (two thirds
+             * of the multiplies, no resized copy); training keeps the resized input for
+             * the backward pass. */
+            if (!net->upw_ready) upconv_weights(net, o);
+            const float *we = net->upw + o->upw;
+            nf_upconv3_forward(o->out, o->so, o->col, o->in, o->si, we, we + (size_t)2 * o->cin * o->cout,
+                               PRM(net, o, 0), PRM(net, o, 1), o->cin, o->cout);
+            break;
+        }
         nf_upsample_forward(o->col, o->so, o->in, o->si, o->cin);
         nf_conv1d_forward(o->out, o->so, NULL, net->wt, o->col, o->so, PRM(net, o, 0),
                           PRM(net, o, 1), NULL, conv3(o->cin, o->cout));

@@ -11,6 +11,7 @@
 #include "nf_unet.h"
 #include "nf_test.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -366,6 +367,50 @@ static void test_upsample(int Lin, int Lout)
     CHECK(ok, "nearest index rule %d -> %d", Lin, Lout);
 }
 
+/* Nearest x2 upsampling + conv3 by polyphase (nf_upconv3_forward) against the same conv of
+ * the resized signal summed in double: within float rounding of the terms' magnitudes,
+ * for even and odd output lengths (the odd one's last sample has its own formula), a
+ * batch (each example apart), and the gaps left zero. Not a backward pass (inference
+ * only), so no finite differences. */
+static void test_upconv(int B, int Lin, int Lout, int cin, int cout)
+{
+    nf_seq si = nf_seq_make(B, Lin), so = nf_seq_make(B, Lout);
+    size_t ldi = nf_seq_ld(si), ldo = nf_seq_ld(so);
+    float *in = rnd_seq(cin, si, 1), *w = rnd((size_t)cout * cin * 3, 0.3f), *bias = rnd((size_t)cout, 1);
+    float *we = zeros((size_t)2 * cin * cout), *wo = zeros((size_t)2 * cin * cout);
+    float *out = rnd((size_t)cout * ldo, 1), *scr = zeros((size_t)2 * cout * ldi);
+    CHECK(nf_upconv3_applies(Lin, Lout), "upconv applies %d -> %d", Lin, Lout);
+    nf_upconv3_weights(we, wo, w, cin, cout);
+    nf_upconv3_forward(out, so, scr, in, si, we, wo, w, bias, cin, cout);
+    int bad = 0, gaps = 0;
+    double worst = 0;
+    for (int c = 0; c < cout; c++)
+        for (int b = 0; b < B; b++) {
+            const float *seg = out + (size_t)c * ldo + (size_t)b * so.S;
+            for (int n = 0; n < so.S; n++) {
+                int l = n - so.off;
+                if (l < 0 || l >= Lout) {
+                    gaps += seg[n] != 0.0f;
+                    continue;
+                }
+                double ref = bias[c], mag = fabs(bias[c]);
+                for (int ci = 0; ci < cin; ci++)
+                    for (int j = 0; j < 3; j++) {
+                        int u = l + j - 1;
+                        if (u < 0 || u >= Lout) continue;
+                        double t = (double)w[((size_t)c * cin + ci) * 3 + j] *
+                                   in[(size_t)ci * ldi + (size_t)b * si.S + si.off + nf_nearest_src(u, Lin, Lout)];
+                        ref += t, mag += fabs(t);
+                    }
+                double err = fabs(seg[n] - ref) / (mag * 1e-6 + 1e-30);
+                if (err > worst) worst = err;
+                bad += err > 4.0 * (cin * 3 + 1); /* a few ulp of the magnitude per term */
+            }
+        }
+    CHECK(bad == 0 && gaps == 0, "upconv B %d %d -> %d (%d -> %d ch): %d samples off (worst %.3g), %d gap values", B,
+          Lin, Lout, cin, cout, bad, worst, gaps);
+}
+
 /* ---------------------------------------------------------------- dropout */
 
 static double drop_loss(layer *ly)
@@ -555,6 +600,13 @@ int main(void)
     test_upsample(5, 10);
     test_upsample(5, 9);
     test_upsample(7, 19);
+    test_upconv(1, 33, 65, 16, 16);  /* odd: the last sample apart */
+    test_upconv(3, 40, 80, 5, 7);    /* even, a batch, cin != cout */
+    test_upconv(2, 2, 3, 3, 2);      /* the shortest input */
+    test_upconv(1, 1024, 2047, 8, 4);
+    CHECK(!nf_upconv3_applies(7, 19) && !nf_upconv3_applies(1, 2) && !nf_upconv3_applies(5, 11) &&
+              !nf_upconv3_applies(6, 6),
+          "%s", "upconv applies only to x2 (or 2 Lin - 1) nearest resizing");
     test_dropout();
     test_attention();
     test_embeddings();

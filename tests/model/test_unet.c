@@ -292,6 +292,54 @@ static void test_determinism(void)
     nf_unet_free(net);
 }
 
+/* Inference runs the UP op of a long input (>= 512 samples) as two polyphase GEMMs
+ * (nf_upconv3_forward); training keeps upsample + conv. Both within float rounding of
+ * each other, for an even and an odd (2 Lin - 1) upsampled length; inference alone vs in
+ * the batch and packed vs not the same bits; a changed upsampling weight is seen. */
+static void test_upconv_net(int L)
+{
+    nf_unet_config c = small_cfg();
+    c.attn[1] = 0, c.mid_attn = 0;
+    int B = 2;
+    nf_unet *net = NULL;
+    CHECK_OK(nf_unet_create(&c, B, L, &net));
+    if (!net) return;
+    nf_unet_init_params(net, 17);
+    size_t nx = (size_t)B * c.in_ch * L, ny = (size_t)B * c.out_ch * L, n1 = (size_t)c.out_ch * L;
+    float *x = malloc(nx * 4), *ot = malloc(ny * 4), *oi = malloc(ny * 4), *o2 = malloc(ny * 4);
+    nf_randn(x, nx, 8, 1, 0);
+    float t[2] = {40.0f, 700.0f};
+    int y[2] = {0, 2};
+    CHECK_OK(nf_unet_forward(net, x, t, y, B, L, ot, 1, 0));
+    CHECK_OK(nf_unet_forward(net, x, t, y, B, L, oi, 0, 0));
+    double dmax = 0, omax = 0;
+    for (size_t i = 0; i < ny; i++) dmax = fmax(dmax, fabs(ot[i] - oi[i])), omax = fmax(omax, fabs(ot[i]));
+    CHECK(dmax <= 1e-5 * omax && omax > 0, "L %d: inference (polyphase) vs training forward differ by %.3g (max %.3g)", L,
+          dmax, omax);
+    CHECK(memcmp(ot, oi, ny * 4) != 0, "L %d: inference took the training path (no polyphase)", L);
+    CHECK_OK(nf_unet_forward(net, x + (size_t)c.in_ch * L, t + 1, y + 1, 1, L, o2, 0, 0));
+    CHECK(!memcmp(oi + n1, o2, n1 * 4), "L %d: polyphase inference alone differs from the batch", L);
+    CHECK_OK(nf_unet_prepack(net));
+    CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
+    CHECK(!memcmp(oi, o2, ny * 4), "L %d: polyphase inference with packed weights differs", L);
+    const nf_param_info *up = NULL;
+    for (int i = 0; i < nf_unet_num_tensors(net) && !up; i++)
+        if (strstr(nf_unet_tensor(net, i)->name, "upsample.weight")) up = nf_unet_tensor(net, i);
+    CHECK(up != NULL, "%s", "no upsampling conv");
+    if (up) {
+        float *p = nf_unet_params(net), saved = p[up->offset + 2]; /* a w2 tap */
+        p[up->offset + 2] += 0.5f;
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
+        CHECK(memcmp(oi, o2, ny * 4) != 0, "L %d: a changed upsampling weight was not seen", L);
+        CHECK_OK(nf_unet_prepack(net));
+        nf_unet_params(net)[up->offset + 2] = saved;
+        CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
+        CHECK(!memcmp(oi, o2, ny * 4), "L %d: restoring the weight did not restore the output", L);
+    }
+    free(x), free(ot), free(oi), free(o2);
+    nf_unet_free(net);
+}
+
 /* ---------------------------------------------------------------- lengths */
 
 static void test_lengths(void)
@@ -373,6 +421,8 @@ int main(void)
     test_flops();
     test_gradients();
     test_determinism();
+    test_upconv_net(2100);
+    test_upconv_net(2099);
     test_lengths();
     return nf_test_done();
 }
