@@ -17,7 +17,7 @@ static void print_json(const nf_bench_result *r)
 {
     const nf_unet_config *c = &r->net.cfg;
     printf("{\"implementation\": \"noisefloor\", \"net\": \"%s\", \"params\": %zu, "
-           "\"length\": %d, \"in_ch\": %d, \"base\": %d, \"flops_forward\": %.6g, "
+           "\"length\": %d, \"in_ch\": %d, \"base\": %d, \"flops_forward\": %.17g, "
            "\"threads\": %d, \"repeat\": %d, ",
            r->net.name, r->params, r->net.length, c->in_ch, c->base, r->flops_forward, r->threads,
            r->repeat);
