@@ -799,6 +799,7 @@ void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, i
 int nf_upconv3_applies(int Lin, int Lout)
 {
     if (Lin < 2 || (Lout != 2 * Lin && Lout != 2 * Lin - 1)) return 0;
+    if (Lout == 2 * Lin) return 1; /* nf_nearest_src's own l / 2 */
     for (int l = 0; l < Lout; l++)
         if (nf_nearest_src(l, Lin, Lout) != l >> 1) return 0;
     return 1;
