@@ -202,9 +202,9 @@ static inline void col_epilogue(const float *x8, int mr, int mode, float *t, ptr
 /* epi_in for the 8 lanes of row r, columns 8h..8h+7 at cp (LOAD: full or masked). */
 #define MASKLOAD(p) _mm256_maskload_ps(p, m)
 #define EPI_IN(LOAD)                                                                                                   \
-    (!e->bias && !e->res ? LOAD(cp)                                                                                      \
-     : e->res           ? _mm256_add_ps(_mm256_set1_ps(e->bias ? e->bias[r] : 0.0f), LOAD(e->res + r * e->ldr + 8 * h))     \
-                       : _mm256_set1_ps(e->bias[r]))
+    (!e->bias && !e->res ? LOAD(cp)                                                                                    \
+     : e->res ? _mm256_add_ps(_mm256_set1_ps(e->bias ? e->bias[r] : 0.0f), LOAD(e->res + r * e->ldr + 8 * h))          \
+              : _mm256_set1_ps(e->bias[r]))
 __attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void
 ukr_avx2_body(int extra, int kc, const float *a, const float *b, const float *b17, int mode, float *t, ptrdiff_t ldt,
               float *c, ptrdiff_t ldc, const epi_t *e, int mr, int nr)
