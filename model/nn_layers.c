@@ -750,7 +750,20 @@ typedef struct {
     float *out;
     nf_seq so, si;
     const float *in;
+    int halves; /* nf_nearest_src(l) == l / 2 for every l (computed once) */
 } upsample_job;
+
+/* Whether nearest resizing Lin -> Lout takes sample l from l / 2 for every l (x2, and
+ * 2 Lin - 1 where PyTorch's float scale rounds the same way): checked once per call
+ * instead of a float division per sample and channel. */
+static int nearest_halves(int Lin, int Lout)
+{
+    if (Lout != 2 * Lin && Lout != 2 * Lin - 1) return 0;
+    if (Lout == 2 * Lin) return 1; /* nf_nearest_src's own l / 2 */
+    for (int l = 0; l < Lout; l++)
+        if (nf_nearest_src(l, Lin, Lout) != l >> 1) return 0;
+    return 1;
+}
 
 static void upsample_rows(void *v, int c0, int c1)
 {
@@ -763,14 +776,17 @@ static void upsample_rows(void *v, int c0, int c1)
         for (int b = 0; b < so.B; b++) {
             const float *src = J->in + (size_t)c * ldi + (size_t)b * si.S + si.off;
             float *o = row + (size_t)b * so.S + so.off;
-            for (int l = 0; l < so.L; l++) o[l] = src[nf_nearest_src(l, si.L, so.L)];
+            if (J->halves)
+                for (int l = 0; l < so.L; l++) o[l] = src[l >> 1];
+            else
+                for (int l = 0; l < so.L; l++) o[l] = src[nf_nearest_src(l, si.L, so.L)];
         }
     }
 }
 
 void nf_upsample_forward(float *out, nf_seq so, const float *in, nf_seq si, int C)
 {
-    upsample_job J = {out, so, si, in};
+    upsample_job J = {out, so, si, in, nearest_halves(si.L, so.L)};
     nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), upsample_rows, &J);
 }
 
@@ -783,26 +799,22 @@ static void upsample_bwd_rows(void *v, int c0, int c1)
         for (int b = 0; b < so.B; b++) {
             float *dst = J->out + (size_t)c * ldi + (size_t)b * si.S + si.off;
             const float *g = J->in + (size_t)c * ldo + (size_t)b * so.S + so.off;
-            for (int l = 0; l < so.L; l++) dst[nf_nearest_src(l, si.L, so.L)] += g[l];
+            if (J->halves)
+                for (int l = 0; l < so.L; l++) dst[l >> 1] += g[l];
+            else
+                for (int l = 0; l < so.L; l++) dst[nf_nearest_src(l, si.L, so.L)] += g[l];
         }
 }
 
 void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C)
 {
-    upsample_job J = {din, so, si, dout};
+    upsample_job J = {din, so, si, dout, nearest_halves(si.L, so.L)};
     nf_par_for(NT, C, (size_t)C * nf_seq_ld(so), upsample_bwd_rows, &J);
 }
 
 /* ------------------------------------------------------------------ upsample + conv3 */
 
-int nf_upconv3_applies(int Lin, int Lout)
-{
-    if (Lin < 2 || (Lout != 2 * Lin && Lout != 2 * Lin - 1)) return 0;
-    if (Lout == 2 * Lin) return 1; /* nf_nearest_src's own l / 2 */
-    for (int l = 0; l < Lout; l++)
-        if (nf_nearest_src(l, Lin, Lout) != l >> 1) return 0;
-    return 1;
-}
+int nf_upconv3_applies(int Lin, int Lout) { return Lin >= 2 && nearest_halves(Lin, Lout); }
 
 void nf_upconv3_weights(float *we, float *wo, const float *w, int cin, int cout)
 {
