@@ -115,7 +115,8 @@ nf_status nf_unet_forward(nf_unet *net, const float *x, const float *t, const in
  * do not (about 15% of a batch-1 forward; same results bit for bit), with the upsampling
  * convs' polyphase weights (see below). Valid until the next nf_unet_params() call, which
  * may change the weights and so drops the packed copy (call this again after changing
- * them). Costs as much memory again as the weights. NF_ERR_NOMEM leaves the network
+ * them). Costs about as much memory again as the weights (the conv weights packed, and the
+ * upsampling convs' two polyphase weights, 4/3 of theirs). NF_ERR_NOMEM leaves the network
  * working as before.
  *
  * Inference (train == 0) runs each upsampling conv whose input has at least 512 samples
