@@ -128,6 +128,12 @@ void nf_seq_pack(float *X, const float *x, int C, nf_seq s);
 void nf_seq_unpack(float *x, const float *X, int C, nf_seq s);
 /* Zero the gap columns of C rows. */
 void nf_seq_zero_gaps(float *X, int C, nf_seq s);
+/* Zero the gap columns of one example's segment (seg: its first column). */
+static inline void nf_seg_zero_gaps(float *seg, nf_seq s)
+{
+    for (int i = 0; i < s.off; i++) seg[i] = 0.0f;
+    for (int i = s.off + s.L; i < s.S; i++) seg[i] = 0.0f;
+}
 /* Y[valid] += X[valid] for C rows. */
 void nf_seq_add(float *Y, const float *X, int C, nf_seq s);
 

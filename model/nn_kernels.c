@@ -117,15 +117,8 @@ void nf_seq_unpack(float *x, const float *X, int C, nf_seq s)
 void nf_seq_zero_gaps(float *X, int C, nf_seq s)
 {
     size_t ld = nf_seq_ld(s);
-    int tail = s.S - s.off - s.L;
-    for (int c = 0; c < C; c++) {
-        float *row = X + (size_t)c * ld;
-        for (int b = 0; b < s.B; b++) {
-            float *seg = row + (size_t)b * s.S;
-            for (int i = 0; i < s.off; i++) seg[i] = 0.0f;
-            for (int i = 0; i < tail; i++) seg[s.off + s.L + i] = 0.0f;
-        }
-    }
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < s.B; b++) nf_seg_zero_gaps(X + (size_t)c * ld + (size_t)b * s.S, s);
 }
 
 static void seq_add_rows(void *v, int r0, int r1)

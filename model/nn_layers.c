@@ -254,7 +254,7 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
             }
         }
     } else {
-        size_t ldo = nf_seq_ld(so), ldi = nf_seq_ld(si);
+        size_t ldo = nf_seq_ld(so);
         int K = d.cin * d.k;
         nf_gemm(0, 1, d.cout, K, (int)ldo, 1.0f, dout,
                     (int)ldo, col, (int)ldo, 1.0f, dw, K);
@@ -263,7 +263,6 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
                         dout, (int)ldo, 0.0f, dcol, (int)ldo);
             /* Scatter-add the taps back; one thread per input channel, fixed order. */
             scatter_job J = {din, dcol, so, si, d};
-            (void)ldi;
             nf_par_for(NT, d.cin, (size_t)K * ldo, scatter_rows, &J);
         }
     }
@@ -608,8 +607,7 @@ static void gn_fwd_apply(void *v, int r0, int r1)
         float sh = J->beta[c] - J->mean[st] * sc;
         float *seg = J->out + c * ld + (size_t)b * s.S;
         const float *xi = J->x + c * ld + (size_t)b * s.S + s.off;
-        for (int i = 0; i < s.off; i++) seg[i] = 0.0f;
-        for (int i = s.off + s.L; i < s.S; i++) seg[i] = 0.0f;
+        nf_seg_zero_gaps(seg, s);
         gn_fwd_row(J->vec, seg + s.off, xi, s.L, sc, sh, J->silu);
     }
 }
@@ -844,8 +842,7 @@ static void interleave_rows(void *v, int c0, int c1)
             float *seg = J->out + (size_t)c * ldo + (size_t)b * so.S, *o = seg + so.off;
             const float *e = J->even + (size_t)c * ldi + (size_t)b * si.S + si.off;
             const float *d = J->odd + (size_t)c * ldi + (size_t)b * si.S + si.off;
-            for (int i = 0; i < so.off; i++) seg[i] = 0.0f;
-            for (int i = so.off + so.L; i < so.S; i++) seg[i] = 0.0f;
+            nf_seg_zero_gaps(seg, so);
             for (int m = 0; m < half; m++) o[2 * m] = e[m], o[2 * m + 1] = d[m];
             if (so.L & 1) {
                 /* out[2 Lin - 2] = b + sum_ci w0 x[Lin - 2] + w1 x[Lin - 1]. */
