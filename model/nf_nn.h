@@ -62,6 +62,12 @@ void nf_pool_run(int nthreads, void (*fn)(void *ctx, int who), void *ctx);
  * batch 1 use it instead of OpenMP. */
 #define NF_PAR_MIN_WORK 4096
 void nf_par_for(int nthreads, int n, size_t work, void (*fn)(void *ctx, int i0, int i1), void *ctx);
+/* fn(ctx, lo, hi) over element ranges covering [0, n) once, each a whole number of
+ * `block`-element blocks (the last may end short), handed out as nf_par_for hands out
+ * rows (block 0 of [b0, b1) starts at lo = b0 block). For elementwise passes and
+ * generators over long slabs whose results do not depend on the split. */
+void nf_par_range(int nthreads, size_t n, size_t block, size_t work, void (*fn)(void *ctx, size_t lo, size_t hi),
+                  void *ctx);
 /* x[0 .. n) = 0 on nf_nn_threads() threads of the pool (gradient slabs of many MB). */
 void nf_par_zero(float *x, size_t n);
 /* Weights packed once for the GEMM (nn_gemm.c): A [M][K] row-major (the layers' weight

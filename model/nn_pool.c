@@ -19,6 +19,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -208,21 +209,34 @@ void nf_par_for(int nthreads, int n, size_t work, void (*fn)(void *ctx, int i0, 
     nf_pool_run(nthreads, par_fn, &J);
 }
 
-#define ZERO_BLOCK 16384
 typedef struct {
-    float *x;
-    size_t n;
-} zero_job;
+    void (*fn)(void *ctx, size_t lo, size_t hi);
+    void *ctx;
+    size_t n, block;
+} range_job;
 
-static void zero_blocks(void *ctx, int b0, int b1)
+static void range_blocks(void *v, int b0, int b1)
 {
-    const zero_job *J = ctx;
-    size_t lo = (size_t)b0 * ZERO_BLOCK, hi = (size_t)b1 * ZERO_BLOCK < J->n ? (size_t)b1 * ZERO_BLOCK : J->n;
-    memset(J->x + lo, 0, (hi - lo) * sizeof(float));
+    const range_job *R = v;
+    size_t hi = (size_t)b1 * R->block;
+    R->fn(R->ctx, (size_t)b0 * R->block, hi < R->n ? hi : R->n);
 }
 
-void nf_par_zero(float *x, size_t n)
+void nf_par_range(int nthreads, size_t n, size_t block, size_t work, void (*fn)(void *ctx, size_t lo, size_t hi),
+                  void *ctx)
 {
-    zero_job J = {x, n};
-    nf_par_for(nf_nn_threads(), (int)((n + ZERO_BLOCK - 1) / ZERO_BLOCK), n, zero_blocks, &J);
+    if (n == 0) return;
+    size_t nb = (n + block - 1) / block;
+    if (nb > (size_t)INT_MAX) { /* more blocks than nf_par_for counts: one thread */
+        fn(ctx, 0, n);
+        return;
+    }
+    range_job R = {fn, ctx, n, block};
+    nf_par_for(nthreads, (int)nb, work, range_blocks, &R);
 }
+
+#define ZERO_BLOCK 16384
+
+static void zero_range(void *ctx, size_t lo, size_t hi) { memset((float *)ctx + lo, 0, (hi - lo) * sizeof(float)); }
+
+void nf_par_zero(float *x, size_t n) { nf_par_range(nf_nn_threads(), n, ZERO_BLOCK, n, zero_range, x); }

@@ -18,7 +18,7 @@
  * the result is the same for any thread count. */
 #define RED_BLOCK 4096
 #define RED_MAX_BLOCKS 1024
-/* The AdamW update runs over chunks of this many elements (a multiple of 8). */
+/* The AdamW update is handed to the threads in chunks of this many elements (a multiple of 8). */
 #define ADAM_CHUNK 8192
 
 /* The AVX2 paths below give the same bits as the portable C: the same operations in the
@@ -140,19 +140,16 @@ typedef struct {
     int avx2;
 } adam_job;
 
-static void adam_chunks(void *ctx, int c0, int c1)
+static void adam_range(void *ctx, size_t lo, size_t hi)
 {
     const adam_job *J = ctx;
-    for (int c = c0; c < c1; c++) {
-        size_t lo = (size_t)c * ADAM_CHUNK, hi = lo + ADAM_CHUNK < J->n ? lo + ADAM_CHUNK : J->n;
 #ifdef HAVE_X86
-        if (J->avx2) {
-            adam_avx2(&J->k, J->params, J->grads, J->m, J->v, J->mask, lo, hi);
-            continue;
-        }
-#endif
-        adam_portable(&J->k, J->params, J->grads, J->m, J->v, J->mask, lo, hi);
+    if (J->avx2) {
+        adam_avx2(&J->k, J->params, J->grads, J->m, J->v, J->mask, lo, hi);
+        return;
     }
+#endif
+    adam_portable(&J->k, J->params, J->grads, J->m, J->v, J->mask, lo, hi);
 }
 
 nf_status nf_adamw_step_scaled(nf_adamw *opt, float *params, const float *grads, float gscale, float lr)
@@ -173,8 +170,7 @@ nf_status nf_adamw_step_scaled(nf_adamw *opt, float *params, const float *grads,
     adam_job J = {{b2, 1.0f - b1, 1.0f - b2, eps, step_size, inv_sqrt_bc2, decay, gscale, gscale != 1.0f},
                   params, opt->m, opt->v, grads, opt->decay_mask, opt->n, use_avx2()};
     /* On the GEMM's pool: its workers are still spinning from the backward pass. */
-    const size_t chunks = (opt->n + ADAM_CHUNK - 1) / ADAM_CHUNK;
-    nf_par_for(opt->n > PAR_MIN ? nf_nn_threads() : 1, (int)chunks, opt->n, adam_chunks, &J);
+    nf_par_range(opt->n > PAR_MIN ? nf_nn_threads() : 1, opt->n, ADAM_CHUNK, opt->n, adam_range, &J);
     opt->step = t;
     return NF_OK;
 }
@@ -261,21 +257,19 @@ double nf_l2_norm(const float *g, size_t n)
 typedef struct {
     float *x;
     const float *y;
-    size_t n;
     float s;
 } pass_job;
 
-static void scale_blocks(void *ctx, int b0, int b1)
+static void scale_range(void *ctx, size_t lo, size_t hi)
 {
     const pass_job *J = ctx;
-    size_t lo = (size_t)b0 * PASS_BLOCK, hi = (size_t)b1 * PASS_BLOCK < J->n ? (size_t)b1 * PASS_BLOCK : J->n;
     for (size_t i = lo; i < hi; i++) J->x[i] *= J->s;
 }
 
 void nf_scale(float *g, size_t n, float s)
 {
-    pass_job J = {g, NULL, n, s};
-    nf_par_for(pass_threads(n), (int)((n + PASS_BLOCK - 1) / PASS_BLOCK), n, scale_blocks, &J);
+    pass_job J = {g, NULL, s};
+    nf_par_range(pass_threads(n), n, PASS_BLOCK, n, scale_range, &J);
 }
 
 float nf_clip_factor(double norm, double max_norm)
@@ -354,10 +348,9 @@ float nf_ema_current_decay(const nf_ema *ema)
     return d < ema->decay ? (float)d : ema->decay;
 }
 
-static void ema_blocks(void *ctx, int b0, int b1)
+static void ema_range(void *ctx, size_t lo, size_t hi)
 {
     const pass_job *J = ctx;
-    size_t lo = (size_t)b0 * PASS_BLOCK, hi = (size_t)b1 * PASS_BLOCK < J->n ? (size_t)b1 * PASS_BLOCK : J->n;
     for (size_t i = lo; i < hi; i++) J->x[i] += J->s * (J->y[i] - J->x[i]);
 }
 
@@ -366,8 +359,8 @@ void nf_ema_update(nf_ema *ema, const float *params)
     const float d = nf_ema_current_decay(ema);
     /* shadow += (1 - d)(params - shadow): the same as d*shadow + (1-d)*params, and exact
      * when params == shadow. */
-    pass_job J = {ema->shadow, params, ema->n, 1.0f - d};
-    nf_par_for(pass_threads(ema->n), (int)((ema->n + PASS_BLOCK - 1) / PASS_BLOCK), ema->n, ema_blocks, &J);
+    pass_job J = {ema->shadow, params, 1.0f - d};
+    nf_par_range(pass_threads(ema->n), ema->n, PASS_BLOCK, ema->n, ema_range, &J);
     ema->updates++;
 }
 

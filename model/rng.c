@@ -76,32 +76,29 @@ static void randn_serial(float *out, size_t n, uint64_t seed, uint64_t stream, u
 }
 
 /* Number k depends on (seed, stream, offset + k) only, so blocks of it can be drawn by
- * different threads (on the pool, nf_par_for) with the same result. A training step's
+ * different threads (on the pool, nf_par_range) with the same result. A training step's
  * noise (66,000 numbers for ref-stft at batch 1) cost ~2 ms on one thread. */
 #define RANDN_BLOCK 4096
 typedef struct {
     float *out;
-    size_t n;
     uint64_t seed, stream, offset;
 } randn_job;
 
-static void randn_blocks(void *v, int b0, int b1)
+static void randn_range(void *v, size_t lo, size_t hi)
 {
     const randn_job *J = v;
-    size_t i0 = (size_t)b0 * RANDN_BLOCK, i1 = (size_t)b1 * RANDN_BLOCK;
-    if (i1 > J->n) i1 = J->n;
-    randn_serial(J->out + i0, i1 - i0, J->seed, J->stream, J->offset + i0);
+    randn_serial(J->out + lo, hi - lo, J->seed, J->stream, J->offset + lo);
 }
 
 void nf_randn(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset)
 {
-    if (n < 2 * RANDN_BLOCK || n / RANDN_BLOCK >= (size_t)INT32_MAX) {
+    if (n < 2 * RANDN_BLOCK) {
         randn_serial(out, n, seed, stream, offset);
         return;
     }
-    randn_job J = {out, n, seed, stream, offset};
+    randn_job J = {out, seed, stream, offset};
     /* work: the generator costs about as much per number as 16 elementwise passes. */
-    nf_par_for(nf_nn_threads(), (int)((n + RANDN_BLOCK - 1) / RANDN_BLOCK), 16 * n, randn_blocks, &J);
+    nf_par_range(nf_nn_threads(), n, RANDN_BLOCK, 16 * n, randn_range, &J);
 }
 
 double nf_rand_uniform1(uint64_t seed, uint64_t stream, uint64_t index)
