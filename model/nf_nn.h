@@ -114,7 +114,8 @@ void nf_gemm_convt(int M, int N, int K, int ktaps, float alpha, const float *w, 
 /* A layer's output in one pass: nf_gemm_taps (ta = tb = 0, beta = 1) on a C that is
  * never read but taken to hold bias[i] + res[i][j] (res: the leading dimension of C; it
  * may be C itself, read before written), bias[i] alone (res NULL) or res alone (bias
- * NULL, then 0 + res). The same bits as storing that into C first and accumulating. */
+ * NULL, then 0 + res). The same bits as storing that into C first and accumulating.
+ * Both NULL: C = alpha op(A) op(B), as nf_gemm_taps with beta = 0. */
 void nf_gemm_taps_bias(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, int taps,
                        ptrdiff_t tstep, const float *bias, const float *res, float *C, int ldc);
 

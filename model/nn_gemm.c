@@ -957,6 +957,7 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
                  int ldc, const float *bias, const float *res)
 {
     if (M <= 0 || N <= 0) return;
+    if (taps < 1) taps = 1;
     epi_t e = {alpha, beta, bias, res, ldc};
     if (K <= 0) {
         for (int i = 0; i < M; i++)
@@ -1074,20 +1075,20 @@ void nf_gemm_taps(int ta, int tb, int M, int N, int K, float alpha, const float 
                   const float *B, int ldb, int taps, ptrdiff_t tstep, float beta, float *C,
                   int ldc)
 {
-    gemm(ta, tb, M, N, K, alpha, A, lda, 1, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc, NULL, NULL);
+    gemm(ta, tb, M, N, K, alpha, A, lda, 1, B, ldb, taps, tstep, beta, C, ldc, NULL, NULL);
 }
 
 void nf_gemm_convt(int M, int N, int K, int ktaps, float alpha, const float *w, const float *B, int ldb, int taps,
                    ptrdiff_t tstep, float beta, float *C, int ldc)
 {
     if (ktaps <= 1) /* a 1x1 kernel: w [K][M] is just op(A)^T */
-        gemm(1, 0, M, N, K, alpha, w, M, 1, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc, NULL, NULL);
+        gemm(1, 0, M, N, K, alpha, w, M, 1, B, ldb, taps, tstep, beta, C, ldc, NULL, NULL);
     else
-        gemm(0, 0, M, N, K, alpha, w, 0, ktaps, B, ldb, taps < 1 ? 1 : taps, tstep, beta, C, ldc, NULL, NULL);
+        gemm(0, 0, M, N, K, alpha, w, 0, ktaps, B, ldb, taps, tstep, beta, C, ldc, NULL, NULL);
 }
 
 void nf_gemm_taps_bias(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, int taps,
                        ptrdiff_t tstep, const float *bias, const float *res, float *C, int ldc)
 {
-    gemm(0, 0, M, N, K, alpha, A, lda, 1, B, ldb, taps < 1 ? 1 : taps, tstep, 1.0f, C, ldc, bias, res);
+    gemm(0, 0, M, N, K, alpha, A, lda, 1, B, ldb, taps, tstep, bias || res ? 1.0f : 0.0f, C, ldc, bias, res);
 }

@@ -167,21 +167,14 @@ void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float
         int n0 = so.off;
         int N = (so.B - 1) * so.S + so.L;
         int shift = si.off - d.pad - so.off;
-        if (bias || res)
-            nf_gemm_taps_bias(d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift, (int)ld, d.k, d.dil,
-                              bias, res ? res + n0 : NULL, out + n0, (int)ld);
-        else
-            nf_gemm_taps(0, 0, d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift, (int)ld, d.k, d.dil,
-                         0.0f, out + n0, (int)ld);
+        nf_gemm_taps_bias(d.cout, N, d.cin * d.k, 1.0f, w, d.cin * d.k, in + n0 + shift, (int)ld, d.k, d.dil, bias,
+                          res ? res + n0 : NULL, out + n0, (int)ld);
     } else {
         size_t ldo = nf_seq_ld(so);
         gather_cols(col, so, in, si, d);
         /* w as [cout][cin*k] matches col's row order ci*k + j: one GEMM, no repack. */
-        if (bias || res)
-            nf_gemm_taps_bias(d.cout, (int)ldo, d.cin * d.k, 1.0f, w, d.cin * d.k, col, (int)ldo, 1, 0, bias, res,
-                              out, (int)ldo);
-        else
-            nf_gemm(0, 0, d.cout, (int)ldo, d.cin * d.k, 1.0f, w, d.cin * d.k, col, (int)ldo, 0.0f, out, (int)ldo);
+        nf_gemm_taps_bias(d.cout, (int)ldo, d.cin * d.k, 1.0f, w, d.cin * d.k, col, (int)ldo, 1, 0, bias, res, out,
+                          (int)ldo);
     }
     nf_seq_zero_gaps(out, d.cout, so);
 }

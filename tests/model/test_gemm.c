@@ -261,7 +261,8 @@ static void check_prepacked(int M, int N, int K, int taps)
 /* nf_gemm_taps_bias (bias and residual added in the epilogue, C not read) against storing
  * them into C and accumulating with nf_gemm_taps: the same bits, on 1 and 2 threads,
  * shared and per-tile packing, the portable kernel, pre-packed weights, and with the
- * residual being C itself. which: 1 bias, 2 residual, 3 both, 4 both with res == C.
+ * residual being C itself. which: 0 neither (C = the product), 1 bias, 2 residual, 3 both,
+ * 4 both with res == C.
  * Columns past N are never written. */
 static void check_bias(int M, int N, int K, int taps, int which)
 {
@@ -353,7 +354,7 @@ int main(void)
     check_convt(61, 256, 3, 65, -1, 0.0f);   /* K = 768: two chunks */
     check_convt(7, 300, 5, 40, -2, 0.5f);    /* 5 taps, dilation 2, three chunks */
     check_convt(33, 20, 1, 50, 0, 1.0f);     /* a 1x1 kernel */
-    for (int which = 1; which <= 4; which++) {
+    for (int which = 0; which <= 4; which++) {
         check_bias(128, 129, 384, 3, which); /* batch 1: one chunk, a 1-column tail */
         check_bias(61, 34, 1539, 3, which);  /* several chunks, a 2-column tail, partial panels */
         check_bias(97, 36, 700, 1, which);   /* a 4-column tail on the column kernel */
