@@ -94,12 +94,14 @@ static nf_status check_wav_lists(const char *path)
             if (fread(c, 1, 8, f) != 8) break;
             uint32_t size = get32(c + 4, big);
             long long next = (long long)ftello(f) + size + (size & 1);
-            if (!memcmp(c, "LIST", 4) && size >= 4 && size <= (1u << 24)) {
-                unsigned char *d = malloc(size);
+            if (!memcmp(c, "LIST", 4) && size >= 4) {
                 /* A LIST cut short by the end of the file is still checked as far as it
                  * goes: an entry claiming more than its chunk declares is damaged
-                 * whether or not the rest of the chunk is there. */
-                uint32_t got = d ? (uint32_t)fread(d, 1, size, f) : 0;
+                 * whether or not the rest of the chunk is there. At most its first 16 MB
+                 * are read (a damaged size may claim gigabytes of a 99-byte file). */
+                uint32_t want = size < (1u << 24) ? size : (1u << 24);
+                unsigned char *d = malloc(want);
+                uint32_t got = d ? (uint32_t)fread(d, 1, want, f) : 0;
                 for (uint32_t at = 4; at + 8 <= got;) {
                     uint32_t len = get32(d + at + 4, big);
                     if (len > size - at - 8) {

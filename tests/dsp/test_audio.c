@@ -317,6 +317,16 @@ static void test_bad_input(void)
                 t0 = nf_now();
                 expect_fail(q, NF_ERR_CORRUPT, "LIST entry 'IC\\xb3\\xab' claims 4294967283 bytes");
                 CHECK(nf_now() - t0 < 5.0, "refusing the cut-off LIST took %.1f s", nf_now() - t0);
+                /* And with the LIST's own size damaged to gigabytes (found by fuzzing:
+                 * such a LIST used to be skipped by this check, and sf_open never
+                 * returned). */
+                static const unsigned char huge[4] = {'L', 'I', 'S', 'T'}; /* 0x5453494c */
+                memcpy(d + at + 4, huge, 4);
+                path_of(q, sizeof q, "list_bad_huge.wav");
+                write_raw(q, d, n + ln);
+                t0 = nf_now();
+                expect_fail(q, NF_ERR_CORRUPT, "LIST entry 'IC\\xb3\\xab' claims 4294967283 bytes");
+                CHECK(nf_now() - t0 < 5.0, "refusing the LIST of a damaged size took %.1f s", nf_now() - t0);
             } else {
                 nf_audio g;
                 nf_status st = nf_audio_read(q, 0, &g);
