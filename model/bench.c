@@ -200,7 +200,6 @@ static nf_status train_step(bench_state *s, uint64_t step)
     /* L_simple = mean (eps_theta - eps)^2 (eq. 14); d L / d out = 2 (out - eps) / n. */
     const float g = 2.0f / (float)s->n;
     for (size_t i = 0; i < s->n; i++) s->dout[i] = g * (s->out[i] - s->eps[i]);
-    nf_unet_zero_grad(s->net);
     st = nf_unet_backward(s->net, s->dout, NULL);
     if (st) return st;
     size_t np = nf_unet_num_params(s->net);

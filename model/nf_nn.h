@@ -4,7 +4,10 @@
  *   x_backward(dinp, dparams..., dout, inp, params, cache..., dims)
  *
  * Backward ACCUMULATES into dinp and into parameter gradients (zeroing is the caller's
- * job), except where a comment says "overwrites".
+ * job), except where a comment says "overwrites". The weight gradients of convolutions
+ * and linear layers are OVERWRITTEN: a weight serves one layer call, and writing its
+ * gradient (instead of adding it to a zeroed buffer) spares a training step a pass
+ * over most of the parameters and the GEMM a read of them.
  *
  * Sequence layout. Activations over time are stored channel-major with the batch laid
  * along time, so that one GEMM covers the whole batch:
@@ -164,7 +167,8 @@ typedef struct {
 int nf_conv_out_len(nf_conv_dims d, int L);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
-/* din may be NULL (no input gradient). dout's gaps are zeroed here. `dcol` is scratch
+/* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).
+ * dout's gaps are zeroed here. `dcol` is scratch
  * like `col` (stride > 1 only); `wt` as in forward (rewritten). */
 void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq so,
                         const float *col, float *dcol, float *wt, const float *in, nf_seq si,
@@ -175,6 +179,7 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
  * Plain loops with fixed summation order (no BLAS), so results do not depend on B. */
 void nf_linear_forward(float *out, const float *x, const float *w, const float *bias,
                        int B, int in, int outn);
+/* dw is overwritten; dx and dbias accumulate. */
 void nf_linear_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x,
                         const float *w, int B, int in, int outn);
 

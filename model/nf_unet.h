@@ -126,9 +126,11 @@ nf_status nf_unet_forward(nf_unet *net, const float *x, const float *t, const in
  * bits alone or in any batch either way. */
 nf_status nf_unet_prepack(nf_unet *net);
 
-/* After a training forward: accumulate d loss / d params into nf_unet_grads() and, if
- * dx is not NULL, write d loss / d x [B, in_ch, L]. */
+/* After a training forward: write d loss / d params into nf_unet_grads() (every element is
+ * overwritten: no zeroing needed first) and, if dx is not NULL, d loss / d x
+ * [B, in_ch, L]. */
 nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx);
+/* Zeroes nf_unet_grads() (nf_unet_backward does not need it). */
 void nf_unet_zero_grad(nf_unet *net);
 
 /* Floating-point operations of one forward pass for one example of length L

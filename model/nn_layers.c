@@ -218,10 +218,10 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
         int n0 = so.off;
         int N = (so.B - 1) * so.S + so.L;
         int shift = si.off - d.pad - so.off;
-        /* dw[co][ci*k + j] += sum_n dout[co][n] in[ci][n + shift + j dil]: one GEMM whose
+        /* dw[co][ci*k + j] = sum_n dout[co][n] in[ci][n + shift + j dil]: one GEMM whose
          * op(B) columns are the k shifted views of `in`, straight into PyTorch's order. */
         nf_gemm_taps(0, 1, d.cout, d.cin * d.k, N, 1.0f, dout + n0, (int)ld, in + n0 + shift,
-                     (int)ld, d.k, d.dil, 1.0f, dw, d.cin * d.k);
+                     (int)ld, d.k, d.dil, 0.0f, dw, d.cin * d.k);
         if (din) {
             /* din[ci][m] += sum_{co,j} w[co][ci][j] dout[co][m - shift - j dil] over the
              * valid span of the input (the gaps of dout are zero): one GEMM with
@@ -250,7 +250,7 @@ void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq
         size_t ldo = nf_seq_ld(so);
         int K = d.cin * d.k;
         nf_gemm(0, 1, d.cout, K, (int)ldo, 1.0f, dout,
-                    (int)ldo, col, (int)ldo, 1.0f, dw, K);
+                    (int)ldo, col, (int)ldo, 0.0f, dw, K);
         if (din) {
             nf_gemm(1, 0, K, (int)ldo, d.cout, 1.0f, w, K,
                         dout, (int)ldo, 0.0f, dcol, (int)ldo);
@@ -298,10 +298,14 @@ static void linear_bwd_w(void *v, int o0, int o1)
     int B = J->B, in = J->in, outn = J->outn;
     for (int o = o0; o < o1; o++) {
         float *g = J->dw + (size_t)o * in;
+        /* Written, not accumulated: example 0's term, then the others added in order. */
         for (int b = 0; b < B; b++) {
             float a = J->dout[(size_t)b * outn + o];
             const float *xb = J->x + (size_t)b * in;
-            for (int i = 0; i < in; i++) g[i] += a * xb[i];
+            if (b == 0)
+                for (int i = 0; i < in; i++) g[i] = a * xb[i];
+            else
+                for (int i = 0; i < in; i++) g[i] += a * xb[i];
         }
         if (J->dbias) {
             float s = 0.0f;

@@ -633,7 +633,6 @@ nf_status nf_train(const nf_train_config *c)
                          isnan(loss) ? "NaN" : "infinite", step + 1, tr->model_path);
             goto done;
         }
-        nf_unet_zero_grad(tr->net);
         if ((st = nf_unet_backward(tr->net, tr->dout, NULL))) goto done;
         float *grads = nf_unet_grads(tr->net), *params = nf_unet_params(tr->net);
         /* Clipping rides on the AdamW pass (nf_adamw_step_scaled): no pass of its own. */

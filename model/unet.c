@@ -821,6 +821,11 @@ nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx)
         return nf_fail(NF_ERR_ARG, "unet backward: no training forward to go back through");
     if (!dout) return nf_fail(NF_ERR_ARG, "unet backward: NULL dout");
     int B = net->B, E = 4 * c->base;
+    /* The conv and linear weights' gradients are written by their layers (nf_nn.h); the
+     * rest (biases, GroupNorm, the class table: a few thousand floats) accumulate. */
+    for (int i = 0; i < net->n_tensors; i++)
+        if (net->extra[i].init != INIT_W)
+            memset(net->grads + net->tensors[i].offset, 0, net->tensors[i].size * sizeof(float));
     memset(net->dact, 0, net->act_used * sizeof(float));
     nf_seq_pack(dbuf(net, net->final), dout, c->out_ch, net->seq[0]);
     for (int k = net->n_ops - 1; k >= 0; k--) op_backward(net, &net->ops[k]);

@@ -148,9 +148,14 @@ static void test_gradients(void)
     nf_randn(w, ny, 3, 2, 0);
     float t[2] = {3.0f, 500.0f};
     int y[2] = {2, -1};
-    nf_unet_zero_grad(net);
+    /* Every gradient is written by the backward pass (the conv and linear weights' by their
+     * layers, the rest zeroed first and accumulated): stale NaNs must not survive. */
+    size_t np = nf_unet_num_params(net), stale = 0;
+    for (size_t i = 0; i < np; i++) g[i] = NAN;
     loss_of(net, x, t, y, B, L, w, out);
     CHECK_OK(nf_unet_backward(net, w, dx));
+    for (size_t i = 0; i < np; i++) stale += !isfinite(g[i]);
+    CHECK(stale == 0, "%zu of %zu gradients not written by the backward pass", stale, np);
 
     int nt = nf_unet_num_tensors(net);
     double *an = malloc(sizeof(double) * (size_t)(nt * 4 + 40)), *fd = malloc(sizeof(double) * (size_t)(nt * 4 + 40));
