@@ -467,37 +467,74 @@ pack_tr_avx2(float *dst, int dstride, int width, const float *const *src, int nr
     }
 }
 
+
+/* d[6 u + r] = s[3 r + u] for r < 6, u < 3: a conv weight's 6 rows x 3 taps (18 floats
+ * in a row) as 3 k-steps of a 6-row A panel, in three loads, five permutes, three blends
+ * and three stores. Reads and writes exactly 18 floats. */
+__attribute__((target("avx2,fma"))) static inline void tr6x3_avx2(float *d, const float *s)
+{
+    __m256 a = _mm256_loadu_ps(s), b = _mm256_loadu_ps(s + 8), c = _mm256_loadu_ps(s + 10);
+    /* d[0..7] = s0 s3 s6 s9 s12 s15 s1 s4 */
+    __m256 d0 = _mm256_blend_ps(_mm256_permutevar8x32_ps(a, _mm256_setr_epi32(0, 3, 6, 0, 0, 0, 1, 4)),
+                                _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 0, 0, 1, 4, 7, 0, 0)), 0x38);
+    /* d[8..15] = s7 s10 s13 s16 s2 s5 s8 s11 (s16 from c = s10..s17) */
+    __m256 d1 = _mm256_blend_ps(_mm256_permutevar8x32_ps(a, _mm256_setr_epi32(7, 0, 0, 0, 2, 5, 0, 0)),
+                                _mm256_permutevar8x32_ps(b, _mm256_setr_epi32(0, 2, 5, 0, 0, 0, 0, 3)), 0xC6);
+    d1 = _mm256_blend_ps(d1, _mm256_permutevar8x32_ps(c, _mm256_set1_epi32(6)), 0x08);
+    /* d[16..17] = s14 s17 */
+    __m256 d2 = _mm256_permutevar8x32_ps(c, _mm256_setr_epi32(4, 7, 0, 0, 0, 0, 0, 0));
+    _mm256_storeu_ps(d, d0);
+    _mm256_storeu_ps(d + 8, d1);
+    _mm_storel_pi((__m64 *)(d + 16), _mm256_castps256_ps128(d2));
+}
 #endif
 
 /* op(A) rows [i0, i0+mc), k in [k0, k0+kc) -> ceil(mc/MR) panels of kc*MR floats. */
 __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst, mat_t A, int i0, int mc, int k0, int kc)
 {
+    if (A.taps > 1) {
+        /* Columns split into taps (a conv weight read as its transpose, see nf_gemm_convt):
+         * op(A)(i, q T + t) at p[i T + q cs + t], so for each q the block's mc rows x T taps
+         * are one contiguous run (w[q][i0 .. i0 + mc)[0 .. T)), read here in order and
+         * transposed into the panels. Block by block rather than panel by panel: the
+         * weight is usually out of cache, and runs of 6 rows (72 bytes a few KB apart)
+         * measured as a tenth of a batch-1 training step. */
+        const int T = A.taps, np = (mc + MR - 1) / MR;
+        const float *rows = A.p + (ptrdiff_t)i0 * A.rs;
+        for (int k = 0; k < kc;) {
+            int kk = k0 + k, q = kk / T, t = kk % T, n = T - t < kc - k ? T - t : kc - k;
+            const float *s = rows + (ptrdiff_t)q * A.cs + t;
+            for (int p = 0; p < np; p++) {
+                int mr = mc - p * MR < MR ? mc - p * MR : MR;
+                float *d = dst + (size_t)p * kc * MR + (size_t)k * MR;
+                const float *sp = s + (ptrdiff_t)p * MR * T;
+                if (T == 3 && t == 0 && n == 3 && mr == MR) {
+                    /* The common case, a whole 3-tap block of a full panel: a fixed
+                     * 6 x 3 -> 3 x 6 shuffle (as 36 scalar moves, bound by one store a
+                     * cycle; in vectors where there are). */
+#ifdef HAVE_X86
+                    if (nf_cpu_avx2_fma()) {
+                        tr6x3_avx2(d, sp);
+                        continue;
+                    }
+#endif
+                    for (int u = 0; u < 3; u++)
+                        for (int r = 0; r < MR; r++) d[u * MR + r] = sp[r * 3 + u];
+                } else {
+                    for (int u = 0; u < n; u++) {
+                        for (int r = 0; r < mr; r++) d[u * MR + r] = sp[r * T + u];
+                        for (int r = mr; r < MR; r++) d[u * MR + r] = 0.0f;
+                    }
+                }
+            }
+            k += n;
+        }
+        return;
+    }
     for (int ir = 0; ir < mc; ir += MR, dst += (size_t)kc * MR) {
         int mr = mc - ir < MR ? mc - ir : MR;
         const float *src = A.p + (i0 + ir) * A.rs + k0 * A.cs;
-        if (A.taps > 1) {
-            /* Columns split into taps (a conv weight read as its transpose, see
-             * nf_gemm_convt): op(A)(i, q T + t) at p[i T + q cs + t], so for each q the
-             * panel's mr rows x T taps are one contiguous run, transposed here. */
-            const int T = A.taps;
-            const float *rows = A.p + (ptrdiff_t)(i0 + ir) * A.rs;
-            for (int k = 0; k < kc;) {
-                int kk = k0 + k, q = kk / T, t = kk % T, n = T - t < kc - k ? T - t : kc - k;
-                const float *s = rows + (ptrdiff_t)q * A.cs + t;
-                if (T == 3 && t == 0 && n == 3 && mr == MR) {
-                    /* The common case, a whole 3-tap block of a full panel: a fixed 6 x 3
-                     * -> 3 x 6 shuffle the compiler unrolls (the loop below measured as a
-                     * sixth of a batch-1 training step). */
-                    float *d = dst + (size_t)k * MR;
-                    for (int u = 0; u < 3; u++)
-                        for (int r = 0; r < MR; r++) d[u * MR + r] = s[r * 3 + u];
-                } else {
-                    for (int u = 0; u < n; u++)
-                        for (int r = 0; r < mr; r++) dst[(k + u) * MR + r] = s[r * T + u];
-                }
-                k += n;
-            }
-        } else if (A.cs == 1) {
+        if (A.cs == 1) {
             int k8 = 0;
 #ifdef HAVE_X86
             if (nf_cpu_avx2_fma()) {
