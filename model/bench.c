@@ -202,8 +202,7 @@ static nf_status train_step(bench_state *s, uint64_t step)
     for (size_t i = 0; i < s->n; i++) s->dout[i] = g * (s->out[i] - s->eps[i]);
     st = nf_unet_backward(s->net, s->dout, NULL);
     if (st) return st;
-    size_t np = nf_unet_num_params(s->net);
-    float clip = nf_clip_factor(nf_l2_norm(nf_unet_grads(s->net), np), 1.0);
+    float clip = nf_clip_factor(nf_unet_grad_norm(s->net), 1.0);
     return nf_adamw_step_scaled(&s->opt, nf_unet_params(s->net), nf_unet_grads(s->net), clip, 1e-4f);
 }
 

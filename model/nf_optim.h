@@ -65,6 +65,16 @@ nf_status nf_adamw_step_scaled(nf_adamw *opt, float *params, const float *grads,
 /* The global L2 norm of g[n] (accumulated in double in a fixed order: thread-count and
  * instruction-set independent). */
 double nf_l2_norm(const float *g, size_t n);
+/* nf_l2_norm in pieces, for a caller whose gradients become final a part at a time (the
+ * U-Net's backward pass, op by op) and that wants each part summed while it is still in
+ * cache: g[n] is cut into nf_norm_blocks(n, &block) blocks of `block` elements (the
+ * last may be short; at most NF_NORM_MAX_BLOCKS); nf_norm_partials fills partial[b] for
+ * blocks b0 <= b < b1, and nf_norm_total combines all nb of them. Same blocks, same
+ * sums, same order as nf_l2_norm: the same bits, whenever each block is summed. */
+#define NF_NORM_MAX_BLOCKS 1024
+int nf_norm_blocks(size_t n, size_t *block);
+void nf_norm_partials(const float *g, size_t n, size_t block, int b0, int b1, double *partial);
+double nf_norm_total(const double *partial, int nb);
 /* Clip g[n] in place to a global L2 norm of at most max_norm, as
  * torch.nn.utils.clip_grad_norm_ does: g *= max_norm / (norm + 1e-6) when that factor is
  * below 1. max_norm <= 0 only measures. Returns the norm before clipping; a non-finite

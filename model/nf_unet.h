@@ -130,6 +130,11 @@ nf_status nf_unet_prepack(nf_unet *net);
  * overwritten: no zeroing needed first) and, if dx is not NULL, d loss / d x
  * [B, in_ch, L]. */
 nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx);
+/* The global L2 norm of the gradients as the last nf_unet_backward wrote them, summed as
+ * the backward pass went (bit for bit nf_l2_norm(nf_unet_grads(net), nf_unet_num_params(net))
+ * then, without a pass over all the gradients); NAN before a backward pass, after a failed
+ * one, or after a forward. */
+double nf_unet_grad_norm(const nf_unet *net);
 /* Zeroes nf_unet_grads() (nf_unet_backward does not need it). */
 void nf_unet_zero_grad(nf_unet *net);
 

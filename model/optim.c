@@ -17,7 +17,6 @@
 /* Reductions are summed per block of this many elements, then over blocks in order, so
  * the result is the same for any thread count. */
 #define RED_BLOCK 4096
-#define RED_MAX_BLOCKS 1024
 /* The AdamW update is handed to the threads in chunks of this many elements (a multiple of 8). */
 #define ADAM_CHUNK 8192
 
@@ -237,19 +236,39 @@ static void norm_blocks(void *ctx, int b0, int b1)
  * spinning from the backward pass, or one for short slabs. */
 static int pass_threads(size_t n) { return n > PAR_MIN ? nf_nn_threads() : 1; }
 
-double nf_l2_norm(const float *g, size_t n)
+int nf_norm_blocks(size_t n, size_t *block)
 {
-    /* At most RED_MAX_BLOCKS partial sums on the stack (no allocation per step): blocks
-     * grow past RED_BLOCK for very large n. Block bounds depend on n only. */
+    /* At most NF_NORM_MAX_BLOCKS partial sums (nf_l2_norm keeps them on the stack: no
+     * allocation per step): blocks grow past RED_BLOCK for very large n. Block bounds
+     * depend on n only. */
     size_t bs = RED_BLOCK;
-    if ((n + bs - 1) / bs > RED_MAX_BLOCKS) bs = (n + RED_MAX_BLOCKS - 1) / RED_MAX_BLOCKS;
-    const int nb = (int)((n + bs - 1) / bs);
-    double partial[RED_MAX_BLOCKS];
-    norm_job J = {g, n, bs, partial, use_avx2()};
-    nf_par_for(pass_threads(n), nb, n, norm_blocks, &J);
+    if ((n + bs - 1) / bs > NF_NORM_MAX_BLOCKS) bs = (n + NF_NORM_MAX_BLOCKS - 1) / NF_NORM_MAX_BLOCKS;
+    *block = bs;
+    return (int)((n + bs - 1) / bs);
+}
+
+void nf_norm_partials(const float *g, size_t n, size_t block, int b0, int b1, double *partial)
+{
+    if (b1 <= b0) return;
+    norm_job J = {g + (size_t)b0 * block, n - (size_t)b0 * block, block, partial + b0, use_avx2()};
+    size_t span = (size_t)(b1 - b0) * block;
+    nf_par_for(pass_threads(span), b1 - b0, span, norm_blocks, &J);
+}
+
+double nf_norm_total(const double *partial, int nb)
+{
     double s = 0.0;
     for (int b = 0; b < nb; b++) s += partial[b];
     return sqrt(s);
+}
+
+double nf_l2_norm(const float *g, size_t n)
+{
+    size_t bs;
+    int nb = nf_norm_blocks(n, &bs);
+    double partial[NF_NORM_MAX_BLOCKS];
+    nf_norm_partials(g, n, bs, 0, nb, partial);
+    return nf_norm_total(partial, nb);
 }
 
 /* Elementwise passes over a slab, on the pool in blocks of PASS_BLOCK elements. */

@@ -635,8 +635,9 @@ nf_status nf_train(const nf_train_config *c)
         }
         if ((st = nf_unet_backward(tr->net, tr->dout, NULL))) goto done;
         float *grads = nf_unet_grads(tr->net), *params = nf_unet_params(tr->net);
-        /* Clipping rides on the AdamW pass (nf_adamw_step_scaled): no pass of its own. */
-        double gn = nf_l2_norm(grads, tr->np);
+        /* The norm was summed during the backward pass and clipping rides on the AdamW pass
+         * (nf_adamw_step_scaled): neither has a pass of its own. */
+        double gn = nf_unet_grad_norm(tr->net);
         if (!isfinite(gn)) {
             st = nf_fail(NF_ERR_NUMERIC, "training: the gradient became %s at step %lld; stopped, %s keeps the last good checkpoint",
                          isnan(gn) ? "NaN" : "infinite", step + 1, tr->model_path);

@@ -12,6 +12,7 @@
 #include "nf_nn.h"
 #include "nn_resblock.h"
 #include "nf_rng.h"
+#include "nf_optim.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -73,6 +74,11 @@ struct nf_unet {
     size_t upw_n;
     int upw_ready;   /* upw matches the weights (set by nf_unet_prepack) */
     size_t packed_n; /* floats in packed */
+    /* The gradient norm's partial sums (nf_norm_partials), filled op by op during
+     * nf_unet_backward while each op's gradients are still in cache. */
+    double norm_part[NF_NORM_MAX_BLOCKS];
+    size_t norm_block;
+    int norm_nb, norm_valid;
     /* Last forward. */
     int B, L, trained;
     uint64_t dropout_seed;
@@ -432,6 +438,7 @@ nf_status nf_unet_create(const nf_unet_config *cfg, int max_batch, int max_lengt
     if (!net->params || !net->grads || !net->act || !net->dact || !net->wt || !net->partial ||
         !net->att_scr || !net->y || !net->upw)
         goto nomem;
+    net->norm_nb = nf_norm_blocks(net->n_params, &net->norm_block);
     *out = net;
     return NF_OK;
 nomem:
@@ -811,6 +818,7 @@ nf_status nf_unet_forward(nf_unet *net, const float *x, const float *t, const in
     for (int k = 0; k < net->n_ops; k++) op_forward(net, &net->ops[k], train);
     nf_seq_unpack(out, net->final, c->out_ch, net->seq[0]);
     net->trained = train != 0;
+    net->norm_valid = 0;
     return NF_OK;
 }
 
@@ -821,6 +829,7 @@ nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx)
         return nf_fail(NF_ERR_ARG, "unet backward: no training forward to go back through");
     if (!dout) return nf_fail(NF_ERR_ARG, "unet backward: NULL dout");
     int B = net->B, E = 4 * c->base;
+    net->norm_valid = 0;
     /* The conv and linear weights' gradients are written by their layers (nf_nn.h); the
      * rest (biases, GroupNorm, the class table: a few thousand floats) accumulate. */
     for (int i = 0; i < net->n_tensors; i++)
@@ -828,7 +837,21 @@ nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx)
             memset(net->grads + net->tensors[i].offset, 0, net->tensors[i].size * sizeof(float));
     memset(net->dact, 0, net->act_used * sizeof(float));
     nf_seq_pack(dbuf(net, net->final), dout, c->out_ch, net->seq[0]);
-    for (int k = net->n_ops - 1; k >= 0; k--) op_backward(net, &net->ops[k]);
+    /* Ops own consecutive tensors in op order (the embedding MLP's come first), so once op
+     * k is done every gradient from its first tensor on is final: the norm's blocks that
+     * start there are summed now, while they are in cache, instead of in a pass over all
+     * the gradients after the backward (the same blocks and sums as nf_l2_norm). */
+    int nb_left = net->norm_nb;
+    for (int k = net->n_ops - 1; k >= 0; k--) {
+        op_t *o = &net->ops[k];
+        op_backward(net, o);
+        size_t lo = o->p0 < net->n_tensors ? net->tensors[o->p0].offset : net->n_params;
+        int b_lo = (int)((lo + net->norm_block - 1) / net->norm_block);
+        if (b_lo < nb_left) {
+            nf_norm_partials(net->grads, net->n_params, net->norm_block, b_lo, nb_left, net->norm_part);
+            nb_left = b_lo;
+        }
+    }
     if (dx) nf_seq_unpack(dx, dbuf(net, net->x0), c->in_ch, net->seq[0]);
     /* Embedding MLP. */
     float *demb = dbuf(net, net->emb), *dths = dbuf(net, net->ths), *dth = dbuf(net, net->th);
@@ -843,7 +866,14 @@ nf_status nf_unet_backward(nf_unet *net, const float *dout, float *dx)
     nf_linear_backward(NULL, net->grads + net->tensors[0].offset,
                        net->grads + net->tensors[1].offset, dth, net->tsin,
                        net->params + net->tensors[0].offset, B, c->base, E);
+    nf_norm_partials(net->grads, net->n_params, net->norm_block, 0, nb_left, net->norm_part);
+    net->norm_valid = 1;
     return NF_OK;
+}
+
+double nf_unet_grad_norm(const nf_unet *net)
+{
+    return net->norm_valid ? nf_norm_total(net->norm_part, net->norm_nb) : NAN;
 }
 
 /* ------------------------------------------------------------ cost */

@@ -164,6 +164,30 @@ static void test_clip(void)
     nf_set_threads(2);
     CHECK_CLOSE(ha, sqrt(hs), 0, 1e-12, "large norm");
     CHECK(ha == hb, "large norm depends on the thread count");
+    /* In pieces (nf_norm_partials), from the top down in uneven ranges as the U-Net's
+     * backward pass sums them: the same bits as one nf_l2_norm, on both thread counts. */
+    const size_t sizes[3] = {big, n, 4096 * 3 + 5};
+    for (int si = 0; si < 3; si++) {
+        size_t bs, len = sizes[si];
+        int nb = nf_norm_blocks(len, &bs);
+        CHECK(nb >= 1 && nb <= NF_NORM_MAX_BLOCKS && (size_t)nb * bs >= len && (size_t)(nb - 1) * bs < len,
+              "%d blocks of %zu for %zu", nb, bs, len);
+        double *part = malloc(sizeof(double) * NF_NORM_MAX_BLOCKS);
+        for (int th = 1; th <= 2; th++) {
+            nf_set_threads(th);
+            for (int b = 0; b < nb; b++) part[b] = NAN;
+            for (int hi = nb, step = 1; hi > 0; step = step * 3 % 17 + 1) {
+                int lo = hi - step > 0 ? hi - step : 0;
+                nf_norm_partials(h, len, bs, lo, hi, part);
+                hi = lo;
+            }
+            double whole = nf_l2_norm(h, len), pieces = nf_norm_total(part, nb);
+            CHECK(pieces == whole, "norm in pieces %.17g vs whole %.17g (%zu floats, %d threads)", pieces,
+                  whole, len, th);
+        }
+        free(part);
+    }
+    nf_set_threads(2);
     free(h);
     nf_scale(g, 3, 2.0f);
     free(g);

@@ -2,6 +2,7 @@
  * network, bit-identical results across thread counts and batch positions, odd lengths,
  * and the FLOP count. */
 #include "nf_nn.h"
+#include "nf_optim.h"
 #include "nf_rng.h"
 #include "nf_unet.h"
 #include "nf_test.h"
@@ -239,7 +240,12 @@ static void test_determinism(void)
     int y[3] = {0, 2, -1};
     run_train_step(net, 1, x, t, y, B, L, w, o1, dx1);
     memcpy(g1, nf_unet_grads(net), np * 4);
+    /* The norm summed op by op during the backward pass is nf_l2_norm's, bit for bit. */
+    double gn1 = nf_unet_grad_norm(net);
+    CHECK(isfinite(gn1) && gn1 > 0 && gn1 == nf_l2_norm(nf_unet_grads(net), np),
+          "gradient norm from the backward pass %.17g vs nf_l2_norm %.17g", gn1, nf_l2_norm(nf_unet_grads(net), np));
     run_train_step(net, 2, x, t, y, B, L, w, o2, dx2);
+    CHECK(nf_unet_grad_norm(net) == gn1, "gradient norm differs between 1 and 2 threads");
     CHECK(!memcmp(o1, o2, ny * 4), "forward output differs between 1 and 2 threads");
     CHECK(!memcmp(dx1, dx2, nx * 4), "input gradient differs between 1 and 2 threads");
     CHECK(!memcmp(g1, nf_unet_grads(net), np * 4), "parameter gradients differ between 1 and 2 threads");
@@ -248,6 +254,7 @@ static void test_determinism(void)
     for (int th = 1; th <= 2; th++) {
         nf_set_threads(th);
         CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o1, 0, 0));
+        CHECK(isnan(nf_unet_grad_norm(net)), "a gradient norm reported after a forward");
         CHECK_OK(nf_unet_forward(net, x + (size_t)c.in_ch * L, t + 1, y + 1, 1, L, o2, 0, 0));
         CHECK(!memcmp(o1 + (size_t)c.out_ch * L, o2, (size_t)c.out_ch * L * 4),
               "example alone differs from the same example in a batch (%d threads)", th);
