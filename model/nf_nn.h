@@ -168,8 +168,8 @@ int nf_conv_out_len(nf_conv_dims d, int L);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
 /* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).
- * dout's gaps are zeroed here. `dcol` is scratch
- * like `col` (stride > 1 only); `wt` as in forward (rewritten). */
+ * dout's gaps are zeroed here. `dcol` is scratch like `col` (stride > 1 only); `wt` as
+ * in forward (rewritten). */
 void nf_conv1d_backward(float *din, float *dw, float *dbias, float *dout, nf_seq so,
                         const float *col, float *dcol, float *wt, const float *in, nf_seq si,
                         const float *w, nf_conv_dims d);

@@ -467,7 +467,6 @@ pack_tr_avx2(float *dst, int dstride, int width, const float *const *src, int nr
     }
 }
 
-
 /* d[6 u + r] = s[3 r + u] for r < 6, u < 3: a conv weight's 6 rows x 3 taps (18 floats
  * in a row) as 3 k-steps of a 6-row A panel, in three loads, five permutes, three blends
  * and three stores. Reads and writes exactly 18 floats. */
@@ -517,8 +516,8 @@ __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst,
                 if (k + PF_CONVT * T < kc) __builtin_prefetch(sp + PF_CONVT * A.cs, 0, 0);
                 if (T == 3 && t == 0 && n == 3 && mr == MR) {
                     /* The common case, a whole 3-tap block of a full panel: a fixed
-                     * 6 x 3 -> 3 x 6 shuffle (as 36 scalar moves, bound by one store a
-                     * cycle; in vectors where there are). */
+                     * 6 x 3 -> 3 x 6 shuffle, in vector permutes where AVX2 is there
+                     * (as 36 scalar moves it is bound by one store a cycle). */
 #ifdef HAVE_X86
                     if (nf_cpu_avx2_fma()) {
                         tr6x3_avx2(d, sp);
