@@ -61,10 +61,12 @@ static nf_status check_input_path(const char *path)
 }
 
 /* A WAV's LIST chunks (metadata such as INFO tags), checked before libsndfile parses
- * them: libsndfile 1.2.0 spends minutes of CPU on a LIST entry whose size runs past its
- * chunk (a 227-byte file found by fuzzing hung `noisefloor` for over a minute). Walks the
- * top-level chunks of a RIFF/RIFX WAVE file; every entry of a LIST must fit inside it.
- * Anything that is not a WAVE file, or ends early, is left to libsndfile. */
+ * them: libsndfile 1.2.0 walks a LIST's entries until it has covered the size the LIST
+ * declares, and when an entry or the LIST itself runs past the end of the file its reads
+ * stop advancing and sf_open never returns (fuzzing found four such files of 82-227
+ * bytes; each hung `noisefloor`). Walks the top-level chunks of a RIFF/RIFX WAVE file;
+ * every entry of a LIST must fit inside it, and the LIST inside the file. Anything that
+ * is not a WAVE file, or ends early outside a LIST, is left to libsndfile. */
 static uint32_t get32(const unsigned char *b, int big)
 {
     return big ? (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3]
@@ -87,6 +89,8 @@ static nf_status check_wav_lists(const char *path)
     if (!f) return NF_OK; /* check_input_path has said what is wrong with it */
     unsigned char h[12];
     nf_status st = NF_OK;
+    struct stat fs;
+    long long fsize = fstat(fileno(f), &fs) == 0 ? (long long)fs.st_size : -1;
     if (fread(h, 1, 12, f) == 12 && (!memcmp(h, "RIFF", 4) || !memcmp(h, "RIFX", 4)) && !memcmp(h + 8, "WAVE", 4)) {
         const int big = h[3] == 'X';
         for (int chunks = 0; chunks < 100000 && !st; chunks++) {
@@ -115,6 +119,11 @@ static nf_status check_wav_lists(const char *path)
                     at += 8 + len + (len & 1);
                 }
                 free(d);
+                long long left = fsize - (next - size - (size & 1));
+                if (!st && fsize >= 0 && size > left)
+                    st = nf_fail(NF_ERR_CORRUPT,
+                                 "%s: damaged WAV metadata: LIST chunk claims %u bytes, only %lld are left in the file",
+                                 path, size, left);
             }
             if (fseeko(f, next, SEEK_SET) != 0) break;
         }

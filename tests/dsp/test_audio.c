@@ -333,6 +333,45 @@ static void test_bad_input(void)
                 CHECK(st == NF_OK && g.frames == 20000, "a WAV with a well-formed LIST chunk: %s",
                       st ? nf_last_error() : "wrong length");
                 nf_audio_free(&g);
+                /* The same LIST at the very end of the file (ending exactly there) loads. */
+                unsigned char *e = malloc(n + ln);
+                memcpy(e, buf, n);
+                memcpy(e + n, l, ln);
+                memcpy(e + 4, &riff, 4);
+                path_of(q, sizeof q, "list_ok_end.wav");
+                write_raw(q, e, n + ln);
+                st = nf_audio_read(q, 0, &g);
+                CHECK(st == NF_OK && g.frames == 20000, "a WAV ending with a well-formed LIST chunk: %s",
+                      st ? nf_last_error() : "wrong length");
+                nf_audio_free(&g);
+                free(e);
+                /* A LIST of an unknown type whose own size runs past the end of the file,
+                 * its entries fitting the size it declares (found by fuzzing,
+                 * tests/fuzz/corpus/audio/list-past-end.wav: libsndfile's sf_open never
+                 * returned). */
+                static const unsigned char junk[8] = {0x3e, 0x00, 0x78, 0x58, 'w', 0x82, 'l', 0x7f};
+                memcpy(d + at + 4, junk, 8); /* size 0x5878003e, type "w\x82l\x7f" */
+                path_of(q, sizeof q, "list_past_end.wav");
+                write_raw(q, d, n + ln);
+                double t0 = nf_now();
+                expect_fail(q, NF_ERR_CORRUPT, "LIST chunk claims 1484259390 bytes");
+                CHECK(nf_now() - t0 < 5.0, "refusing the LIST past the end took %.1f s", nf_now() - t0);
+                /* The file fuzzing found, as it is (82 bytes; without the check above,
+                 * libsndfile 1.2.0's sf_open does not return). */
+                static const unsigned char found[] = {
+                    0x52, 0x49, 0x46, 0x46, 0x02, 0x00, 0x04, 0x00, 0x57, 0x41, 0x56, 0x45,
+                    0x66, 0x6d, 0x74, 0x20, 0x10, 0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x01,
+                    0x44, 0xac, 0x00, 0x00, 0x98, 0x09, 0x04, 0x00, 0x06, 0x00, 0x18, 0x00,
+                    0x4c, 0x49, 0x53, 0x54, 0x3e, 0x00, 0x78, 0x58, 0x77, 0x82, 0x6c, 0x7f,
+                    0x00, 0x00, 0x00, 0x00, 0x49, 0x4e, 0x46, 0x4f, 0x49, 0x43, 0xb3, 0xab,
+                    0xf3, 0xff, 0xff, 0xff, 0x65, 0x65, 0x66, 0x22, 0x3a, 0x31, 0x97, 0x4c,
+                    0x00, 0x03, 0x8c, 0x00, 0x19, 0x78, 0x00, 0xf2, 0xb4, 0x00,
+                };
+                path_of(q, sizeof q, "list_past_end_found.wav");
+                write_raw(q, found, sizeof found);
+                t0 = nf_now();
+                expect_fail(q, NF_ERR_CORRUPT, "LIST chunk claims 1484259390 bytes, only 38 are left in the file");
+                CHECK(nf_now() - t0 < 5.0, "refusing the fuzz-found LIST took %.1f s", nf_now() - t0);
             }
             free(d);
         }
