@@ -37,6 +37,8 @@ static double max_diff(const nf_audio *a, const nf_audio *b)
     return m;
 }
 
+static void write_raw(const char *p, const void *d, size_t n);
+
 static void test_round_trips(void)
 {
     nf_audio a;
@@ -114,6 +116,39 @@ static void test_round_trips(void)
     char *got = (char *)1;
     CHECK_OK(nf_audio_read_comment(p, &got));
     CHECK(got == NULL, "%s", "no comment gives NULL");
+    /* A comment chunk whose size is damaged to gigabytes (found by fuzzing: a 573-byte
+     * file made the reader allocate 3.3 GB) is refused, nothing allocated for it. */
+    {
+        path_of(p, sizeof p, "big.wav");
+        void *wb;
+        size_t wn;
+        CHECK_OK(nf_read_file(p, &wb, &wn));
+        unsigned char *w = wb;
+        size_t at = 12;
+        while (at + 8 <= wn && memcmp(w + at, "nfmd", 4) != 0) at++;
+        CHECK(at + 8 <= wn, "%s", "big.wav has its comment chunk");
+        if (at + 8 <= wn) {
+            /* The chunk moved to the end of the file (after "data", as in the file found)
+             * and its size damaged to 0xc5ffc7ff. */
+            uint32_t cl = (uint32_t)w[at + 4] | (uint32_t)w[at + 5] << 8 | (uint32_t)w[at + 6] << 16 |
+                          (uint32_t)w[at + 7] << 24;
+            size_t cn = 8 + cl + (cl & 1);
+            unsigned char *m = malloc(wn);
+            memcpy(m, w, at);
+            memcpy(m + at, w + at + cn, wn - at - cn);
+            memcpy(m + wn - cn, w + at, cn);
+            static const unsigned char huge[4] = {0xff, 0xc7, 0xff, 0xc5};
+            memcpy(m + wn - cn + 4, huge, 4);
+            path_of(p, sizeof p, "comment_huge.wav");
+            write_raw(p, m, wn);
+            free(m);
+            got = NULL;
+            nf_status cs = nf_audio_read_comment(p, &got);
+            CHECK(cs == NF_ERR_CORRUPT && got == NULL && strstr(nf_last_error(), "'nfmd' chunk claims 3321874431 bytes"),
+                  "damaged comment chunk: %s", cs ? nf_last_error() : "accepted");
+        }
+        free(wb);
+    }
 
     /* FLAC float is refused with a message that says why. */
     path_of(p, sizeof p, "bad.flac");
