@@ -37,11 +37,11 @@ void nf_audio_free(nf_audio *a)
     memset(a, 0, sizeof *a);
 }
 
-static nf_status check_wav_lists(const char *path);
+static nf_status check_wav_lists(const char *path, long long fsize);
 
 /* Check the path before libsndfile sees it, so that each common problem gets its own
- * words instead of libsndfile's generic "System error". */
-static nf_status check_input_path(const char *path)
+ * words instead of libsndfile's generic "System error". *size: the file's size. */
+static nf_status check_input_path(const char *path, long long *size)
 {
     struct stat st, lst;
     if (stat(path, &st) != 0) {
@@ -54,10 +54,11 @@ static nf_status check_input_path(const char *path)
     if (S_ISDIR(st.st_mode)) return nf_fail(NF_ERR_IO, "%s: is a directory, not an audio file", path);
     if (!S_ISREG(st.st_mode)) return nf_fail(NF_ERR_IO, "%s: not a regular file", path);
     if (st.st_size == 0) return nf_fail(NF_ERR_EMPTY, "%s: empty file (0 bytes)", path);
+    *size = (long long)st.st_size;
     int fd = open(path, O_RDONLY);
     if (fd < 0) return nf_fail(NF_ERR_IO, "%s: unreadable (%s)", path, strerror(errno));
     close(fd);
-    return check_wav_lists(path);
+    return check_wav_lists(path, *size);
 }
 
 /* A WAV's LIST chunks (metadata such as INFO tags), checked before libsndfile parses
@@ -83,21 +84,19 @@ static void chunk_name(char out[24], const unsigned char id[4])
     *o = 0;
 }
 
-static nf_status check_wav_lists(const char *path)
+static nf_status check_wav_lists(const char *path, long long fsize)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NF_OK; /* check_input_path has said what is wrong with it */
     unsigned char h[12];
     nf_status st = NF_OK;
-    struct stat fs;
-    long long fsize = fstat(fileno(f), &fs) == 0 ? (long long)fs.st_size : -1;
     if (fread(h, 1, 12, f) == 12 && (!memcmp(h, "RIFF", 4) || !memcmp(h, "RIFX", 4)) && !memcmp(h + 8, "WAVE", 4)) {
         const int big = h[3] == 'X';
         for (int chunks = 0; chunks < 100000 && !st; chunks++) {
             unsigned char c[8];
             if (fread(c, 1, 8, f) != 8) break;
             uint32_t size = get32(c + 4, big);
-            long long next = (long long)ftello(f) + size + (size & 1);
+            long long body = (long long)ftello(f), next = body + size + (size & 1);
             if (!memcmp(c, "LIST", 4) && size >= 4) {
                 /* A LIST cut short by the end of the file is still checked as far as it
                  * goes: an entry claiming more than its chunk declares is damaged
@@ -119,8 +118,8 @@ static nf_status check_wav_lists(const char *path)
                     at += 8 + len + (len & 1);
                 }
                 free(d);
-                long long left = fsize - (next - size - (size & 1));
-                if (!st && fsize >= 0 && size > left)
+                long long left = fsize - body;
+                if (!st && size > left)
                     st = nf_fail(NF_ERR_CORRUPT,
                                  "%s: damaged WAV metadata: LIST chunk claims %u bytes, only %lld are left in the file",
                                  path, size, left);
@@ -186,7 +185,8 @@ nf_status nf_audio_read(const char *path, double max_seconds, nf_audio *out)
 {
     memset(out, 0, sizeof *out);
     if (!path || !*path) return nf_fail(NF_ERR_ARG, "empty audio file path");
-    nf_status s = check_input_path(path);
+    long long size;
+    nf_status s = check_input_path(path, &size);
     if (s) return s;
 
     SF_INFO info;
@@ -282,7 +282,8 @@ static char *read_comment_chunk(SNDFILE *sf, long long file_size, long long *cla
 nf_status nf_audio_read_comment(const char *path, char **comment)
 {
     *comment = NULL;
-    nf_status s = check_input_path(path);
+    long long size, claims;
+    nf_status s = check_input_path(path, &size);
     if (s) return s;
     SF_INFO info;
     memset(&info, 0, sizeof info);
@@ -290,8 +291,6 @@ nf_status nf_audio_read_comment(const char *path, char **comment)
     if (!sf) return open_error(path);
     int major = info.format & SF_FORMAT_TYPEMASK;
     if (major == SF_FORMAT_WAV || major == SF_FORMAT_AIFF || major == SF_FORMAT_WAVEX) {
-        struct stat st;
-        long long size = stat(path, &st) == 0 ? (long long)st.st_size : 0, claims;
         *comment = read_comment_chunk(sf, size, &claims);
         if (claims) {
             sf_close(sf);
