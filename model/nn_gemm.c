@@ -505,6 +505,9 @@ __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst,
          * weight is usually out of cache, and runs of 6 rows (72 bytes a few KB apart)
          * measured as a tenth of a batch-1 training step. */
         const int T = A.taps, np = (mc + MR - 1) / MR;
+#ifdef HAVE_X86
+        const int vec = T == 3 && nf_cpu_avx2_fma();
+#endif
         const float *rows = A.p + (ptrdiff_t)i0 * A.rs;
         for (int k = 0; k < kc;) {
             int kk = k0 + k, q = kk / T, t = kk % T, n = T - t < kc - k ? T - t : kc - k;
@@ -519,7 +522,7 @@ __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst,
                      * 6 x 3 -> 3 x 6 shuffle, in vector permutes where AVX2 is there
                      * (as 36 scalar moves it is bound by one store a cycle). */
 #ifdef HAVE_X86
-                    if (nf_cpu_avx2_fma()) {
+                    if (vec) {
                         tr6x3_avx2(d, sp);
                         continue;
                     }
