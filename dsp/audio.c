@@ -157,6 +157,24 @@ nf_status nf_audio_check_finite(const nf_audio *a, const char *name)
     return NF_OK;
 }
 
+/* Decoded samples: finite, and within NF_AUDIO_MAX_LEVEL. A float file can hold any
+ * finite value; one near FLT_MAX (3.4e38) is not a level but damage, and it overflows to
+ * Inf in the first filter that sums a few samples (the resampler), then to NaN in the
+ * clip (found by fuzzing: tests/fuzz/RESULTS.md). Below the limit, mixing, resampling,
+ * fades and normalising stay finite. */
+static nf_status check_levels(const nf_audio *a, const char *path)
+{
+    nf_status s = nf_audio_check_finite(a, path);
+    if (s) return s;
+    size_t n = (size_t)a->channels * (size_t)a->frames;
+    for (size_t i = 0; i < n; i++)
+        if (fabsf(a->data[i]) > NF_AUDIO_MAX_LEVEL)
+            return nf_fail(NF_ERR_NUMERIC, "%s: sample of %.3g (channel %zu, frame %zu) is far beyond any audio "
+                           "level (the limit is %.0e); damaged float data?", path, (double)a->data[i],
+                           i / (size_t)a->frames, i % (size_t)a->frames, (double)NF_AUDIO_MAX_LEVEL);
+    return NF_OK;
+}
+
 /* libsndfile quietly shortens a WAV or AIFF whose data chunk runs past the end of the
  * file; its parser log is the only place that says so ("data : 40000 (should be
  * 19978)"). A truncated file is refused rather than half used. */
@@ -242,7 +260,7 @@ nf_status nf_audio_read(const char *path, double max_seconds, nf_audio *out)
     for (sf_count_t f = 0; f < want; f++)
         for (int c = 0; c < C; c++) out->data[(size_t)c * want + f] = inter[(size_t)f * C + c];
     free(inter);
-    s = nf_audio_check_finite(out, path);
+    s = check_levels(out, path);
     if (s) nf_audio_free(out);
     return s;
 }

@@ -28,10 +28,15 @@ nf_status nf_audio_alloc(nf_audio *a, int channels, int frames, int rate);
 /* Free the samples and zero the struct (safe on a zeroed struct, and twice). */
 void nf_audio_free(nf_audio *a);
 
+/* Decoded samples beyond this magnitude are refused as damage (float files only can hold
+ * them; 1e30 is 600 dB above full scale, far past floats written in integer units, and
+ * far enough below FLT_MAX that the processing of a clip cannot overflow). */
+#define NF_AUDIO_MAX_LEVEL 1e30f
+
 /* Decode `path` to float. max_seconds > 0 stops after that many seconds (so a long file
  * in a dataset is not decoded whole); <= 0 reads everything. Errors (one line, with the
  * path): missing / dangling symlink, a directory, unreadable, empty (0 bytes), not audio,
- * no audio frames, truncated, NaN or Inf samples. */
+ * no audio frames, truncated, NaN or Inf samples, samples beyond NF_AUDIO_MAX_LEVEL. */
 nf_status nf_audio_read(const char *path, double max_seconds, nf_audio *out);
 
 /* The comment string stored in a file's metadata (WAV LIST/INFO ICMT, FLAC/OGG vorbis
