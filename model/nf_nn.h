@@ -85,6 +85,15 @@ void nf_gemm_pack_a(int M, int K, const float *A, float *dst);
 int nf_gemm_register_packed(const float *A, int M, int K, const float *packed);
 /* Unregisters every matrix whose panels start in buf[0 .. n). */
 void nf_gemm_unregister_packed(const float *buf, size_t n);
+/* C[M][N] = A B with both operands already in the GEMM's panels, K <= 512 (one chunk of
+ * the summation order; the same bits as nf_gemm on the same matrices): A packed by
+ * nf_gemm_pack_a; B in nf_gemm_packed_b_floats(K, N) floats as panels of 16 columns,
+ * panel p at Bp + 16 K p, element (k, j) at [16 k + j % 16], zero beyond column N. For
+ * operands a caller writes itself (the Winograd transforms): no packing pass, no scratch. */
+#define NF_GEMM_PACKED_KMAX 512
+#define NF_GEMM_PANEL_N 16
+size_t nf_gemm_packed_b_floats(int K, int N);
+void nf_gemm_packed(int M, int N, int K, const float *Ap, const float *Bp, float *C, int ldc);
 
 /* One step (the i-th) of a wait loop on another thread's progress: a CPU pause, and
  * now and then a yield of the core (nn_pool.c). */
@@ -165,6 +174,15 @@ typedef struct {
 } nf_conv_dims;
 
 int nf_conv_out_len(nf_conv_dims d, int L);
+/* Whether nf_conv1d_forward computes this conv by Winograd F(4, 3) (nn_wino.c): kernel 3,
+ * stride 1, "same" padding, an example length of at least 256 and 16 channels in and
+ * out; the batch never enters the decision. */
+int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so);
+/* out = conv3(in) + bias (+ res) at the valid columns of s (gaps untouched); w as in
+ * nf_conv1d_forward. Returns 0, or -1 with nothing written if its scratch cannot be
+ * allocated (the caller then uses the direct conv). */
+int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
+                        int cin, int cout);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
 /* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).

@@ -996,6 +996,96 @@ static int run_shared(const prob_t *P, int nt, const float *pre)
     return 1;
 }
 
+/* The macro tiles of P (M, N, K, nchunks, nsup set): P->mc, nc, tm, tn. Returns the
+ * threads to use. Tile sizes only change who computes what, never the bits. */
+static int plan_tiles(prob_t *P)
+{
+    const int M = P->M, N = P->N, K = P->K;
+    int nt = nf_nn_threads();
+    double flops = 2.0 * M * N * (double)K;
+    /* Below ~0.1 ms of work, waking a second thread costs more than it saves. */
+    if (flops < 4e6) nt = 1;
+    /* With one short chunk (conv-like K) a wider B block still fits the packing
+     * buffer and is read as longer sequential rows. */
+    int ncmax = NCMAX;
+    if (P->nchunks == 1) {
+        ncmax = (int)(PB_FLOATS / (size_t)K) / NR * NR;
+        if (ncmax > 4096) ncmax = 4096;
+        if (ncmax < NCMAX) ncmax = NCMAX;
+    }
+    /* Even splits, then more tiles until every thread has several items (the dynamic
+     * schedule then balances them). */
+    int tm = (M + MIMAX - 1) / MIMAX, tn = (N + ncmax - 1) / ncmax, mc, nc;
+    for (;;) {
+        mc = round_up((M + tm - 1) / tm, MR);
+        nc = round_up((N + tn - 1) / tn, NR);
+        long items = (long)P->nsup * tm * tn;
+        if (nt == 1 || items >= 4L * nt) break;
+        if (nc > 4 * NR) tn++;
+        else if (mc > 4 * MR) tm++;
+        else break;
+    }
+    P->mc = mc, P->nc = nc;
+    P->tm = (M + mc - 1) / mc;
+    P->tn = (N + nc - 1) / nc;
+    /* A last tile of a few columns (batch 1's 2^k + 1) joins the tile before it, so that
+     * its column rides on that tile's last full panel (ukr17_avx2) instead of running
+     * alone; nc + NR still fits the packing and sum buffers. */
+    if (P->tn > 1 && N - (P->tn - 1) * nc <= NARROW_MAX && nc + NR <= ncmax) P->tn--;
+    return nt;
+}
+
+/* ---- both operands packed by the caller (nf_gemm_packed) ---- */
+typedef struct {
+    const prob_t *P;
+    const float *a, *b;
+    long tiles;
+    atomic_long next;
+} packed_job;
+
+static void packed_fn(void *ctx, int who)
+{
+    (void)who;
+    packed_job *J = ctx;
+    const prob_t *P = J->P;
+    long t;
+    while ((t = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->tiles) {
+        int i0, mc, j0, nc;
+        tile_rect(P, t, &i0, &mc, &j0, &nc);
+        /* One chunk, so the final mode: the kernels write C and never the sums buffer
+         * (given as C itself, so that its pointer arithmetic stays inside an object). */
+        run_block(P, P->K, M_FINAL, J->a + (size_t)(i0 / MR) * P->K * MR, J->b + (size_t)(j0 / NR) * P->K * NR, i0,
+                  mc, j0, nc, P->C, 0);
+    }
+}
+
+_Static_assert(NF_GEMM_PACKED_KMAX == KCH && NF_GEMM_PANEL_N == NR, "nf_gemm_packed's layout is the packing's");
+
+size_t nf_gemm_packed_b_floats(int K, int N)
+{
+    if (K <= 0 || N <= 0) return 0;
+    return (size_t)K * (size_t)round_up(N, NR);
+}
+
+void nf_gemm_packed(int M, int N, int K, const float *Ap, const float *Bp, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0 || K <= 0 || K > NF_GEMM_PACKED_KMAX) return;
+    prob_t P;
+    memset(&P, 0, sizeof P);
+    P.M = M, P.N = N, P.K = K;
+    P.C = C, P.ldc = ldc;
+    P.e = (epi_t){1.0f, 0.0f, NULL, NULL, ldc};
+    P.nchunks = 1, P.nsup = 1;
+    P.ukr = pick_kernel();
+    int nt = plan_tiles(&P);
+    packed_job J;
+    J.P = &P;
+    J.a = Ap, J.b = Bp;
+    J.tiles = (long)P.tm * P.tn;
+    atomic_init(&J.next, 0);
+    nf_pool_run(J.tiles > 1 ? nt : 1, packed_fn, &J);
+}
+
 /* a_taps > 1: A is a conv weight w[K / a_taps][M][a_taps] read as op(A)(i, q a_taps + t) =
  * w[(q M + i) a_taps + t] (ta, lda unused). */
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, int a_taps,
@@ -1030,38 +1120,7 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     P.nsup = (P.nchunks + CPS - 1) / CPS;
     P.ukr = pick_kernel();
 
-    int nt = nf_nn_threads();
-    double flops = 2.0 * M * N * (double)K;
-    /* Below ~0.1 ms of work, waking a second thread costs more than it saves. */
-    if (flops < 4e6) nt = 1;
-    /* Tile sizes only change who computes what, never the bits. */
-    /* With one short chunk (conv-like K) a wider B block still fits the packing
-     * buffer and is read as longer sequential rows. */
-    int ncmax = NCMAX;
-    if (P.nchunks == 1) {
-        ncmax = (int)(PB_FLOATS / (size_t)K) / NR * NR;
-        if (ncmax > 4096) ncmax = 4096;
-        if (ncmax < NCMAX) ncmax = NCMAX;
-    }
-    /* Even splits, then more tiles until every thread has several items (the dynamic
-     * schedule then balances them). */
-    int tm = (M + MIMAX - 1) / MIMAX, tn = (N + ncmax - 1) / ncmax, mc, nc;
-    for (;;) {
-        mc = round_up((M + tm - 1) / tm, MR);
-        nc = round_up((N + tn - 1) / tn, NR);
-        long items = (long)P.nsup * tm * tn;
-        if (nt == 1 || items >= 4L * nt) break;
-        if (nc > 4 * NR) tn++;
-        else if (mc > 4 * MR) tm++;
-        else break;
-    }
-    P.mc = mc, P.nc = nc;
-    P.tm = (M + mc - 1) / mc;
-    P.tn = (N + nc - 1) / nc;
-    /* A last tile of a few columns (batch 1's 2^k + 1) joins the tile before it, so that
-     * its column rides on that tile's last full panel (ukr17_avx2) instead of running
-     * alone; nc + NR still fits the packing and sum buffers. */
-    if (P.tn > 1 && N - (P.tn - 1) * nc <= NARROW_MAX && nc + NR <= ncmax) P.tn--;
+    int nt = plan_tiles(&P);
     P.slab = NULL;
     P.Np = 0;
     P.sl_stride = 0;

@@ -258,6 +258,33 @@ static void check_prepacked(int M, int N, int K, int taps)
     free(A), free(X), free(C0), free(C1), free(C2), free(P);
 }
 
+/* nf_gemm_packed (both operands in panels written by the caller) against nf_gemm on the
+ * same matrices: the same bits, on 1 and 2 threads and on the portable kernel; last panels
+ * of 1 (riding on the one before), 2-4 (the column kernel) and 5-15 columns. */
+static void check_packed(int M, int N, int K)
+{
+    float *A = randm((size_t)M * K, 31), *B = randm((size_t)K * N, 32);
+    float *Ap = aligned_alloc(64, nf_gemm_packed_a_floats(M, K) * sizeof(float));
+    float *Bp = aligned_alloc(64, (nf_gemm_packed_b_floats(K, N) * sizeof(float) + 63) / 64 * 64);
+    nf_gemm_pack_a(M, K, A, Ap);
+    for (int j = 0; j < (N + 15) / 16 * 16; j++)
+        for (int k = 0; k < K; k++)
+            Bp[(size_t)(j / 16) * K * 16 + (size_t)k * 16 + j % 16] = j < N ? B[(size_t)k * N + j] : 0.0f;
+    float *C1 = malloc((size_t)M * N * sizeof(float)), *C2 = malloc((size_t)M * N * sizeof(float));
+    nf_gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C1, N);
+    for (int v = 0; v < 3; v++) {
+        nf_set_threads(v == 1 ? 2 : 1);
+        if (v == 2 && !nf_gemm_force_path(1)) continue;
+        for (size_t i = 0; i < (size_t)M * N; i++) C2[i] = NAN;
+        nf_gemm_packed(M, N, K, Ap, Bp, C2, N);
+        nf_gemm_force_path(0);
+        CHECK(same_bits(C1, C2, M, N, N, N), "nf_gemm_packed M %d N %d K %d variant %d differs from nf_gemm", M, N,
+              K, v);
+    }
+    nf_set_threads(1);
+    free(A), free(B), free(Ap), free(Bp), free(C1), free(C2);
+}
+
 /* nf_gemm_taps_bias (bias and residual added in the epilogue, C not read) against storing
  * them into C and accumulating with nf_gemm_taps: the same bits, on 1 and 2 threads,
  * shared and per-tile packing, the portable kernel, pre-packed weights, and with the
@@ -346,6 +373,11 @@ int main(void)
     check_prepacked(128, 129, 384, 3);  /* a batch-1 conv: one chunk */
     check_prepacked(61, 40, 1539, 3);   /* several chunks, partial panels */
     check_prepacked(256, 33, 256, 1);   /* 1x1 */
+    check_packed(128, 1024, 128); /* a Winograd GEMM of the waveform network */
+    check_packed(32, 129, 96);    /* a 1-column last panel */
+    check_packed(61, 35, 512);    /* a 3-column last panel, the largest K */
+    check_packed(7, 9, 1);        /* one partial panel */
+    check_packed(100, 300, 17);   /* a 12-column last panel */
     check_taps(0, 13, 5, 3, 1, 70, 1.0f);
     check_taps(0, 40, 200, 3, -2, 300, 0.0f);
     check_taps(1, 9, 7, 3, 1, 20000, 1.0f);

@@ -1,0 +1,305 @@
+/* Kernel-3 convolutions by Winograd's minimal filtering, F(4, 3) (Lavin & Gray 2016, in
+ * one dimension): four outputs of a 3-tap filter from six inputs with six products
+ * instead of twelve. Over channels that makes a stride-1, "same"-padded kernel-3 conv
+ *
+ *   V[x][ci][tile] = (B^T d)[x]        d: the tile's 6 inputs (positions 4j-1 .. 4j+4)
+ *   U[x][co][ci]   = (G w[co][ci])[x]
+ *   M[x]           = U[x] V[x]          six GEMMs, K = cin (the direct conv: one, K = 3 cin)
+ *   y[co][4j + q]  = (A^T M[.][co][tile])[q] + bias (+ residual)
+ *
+ * half the multiply-adds of the direct conv, for two cheap elementwise passes (the input
+ * and output transforms). Where the GEMMs dominate (long sequences: the waveform
+ * network's levels, tens of thousands of columns) that is most of a forward pass.
+ *
+ * Numerics: the transforms use the points 0, +-1, +-2 and infinity, whose matrices hold
+ * small integers and 1/4, 1/6, 1/12, 1/24; the result differs from the direct sum by
+ * rounding (measured against it in tests/model/test_wino.c: a few 1e-7 of the output's
+ * scale), not in kind. It is deterministic: tiles start at each example's first column
+ * (never at a place that depends on the batch), each tile's column of the GEMMs is
+ * computed alone (nf_gemm's guarantee), and each transformed row by one thread; so an
+ * example's output does not depend on the batch, its place in it, or the thread count.
+ *
+ * Which convs: nf_wino_applies(). The decision depends only on the layer and the
+ * example's length, never on the batch. */
+#include "nf_nn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+#define NT nf_nn_threads()
+#define WINO_MIN_L 256       /* examples shorter than this use the direct conv */
+#define WINO_MIN_CH 16       /* as do layers with fewer input or output channels */
+#define WINO_CHUNK (1 << 20) /* floats of V (or M) per pass over a block of tiles */
+
+static int g_mode; /* testing hook: 0 auto, 1 never, 2 whenever the shape allows */
+
+/* Testing hook (declared in the tests): see g_mode. Not thread safe. */
+void nf_wino_force(int mode);
+void nf_wino_force(int mode) { g_mode = mode; }
+
+int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so)
+{
+    if (g_mode == 1) return 0;
+    if (d.k != 3 || d.stride != 1 || d.dil != 1 || d.pad != 1) return 0;
+    if (si.B != so.B || si.L != so.L || si.S != so.S || si.off != so.off) return 0;
+    /* Position -1 and L of each example are read as the zero padding: one zero column
+     * is needed either side. */
+    if (si.off < 1 || si.S - si.off - si.L < 1) return 0;
+    if (d.cin > NF_GEMM_PACKED_KMAX) return 0; /* the transformed input as one chunk of K */
+    if (g_mode == 2) return 1;
+    return si.L >= WINO_MIN_L && d.cin >= WINO_MIN_CH && d.cout >= WINO_MIN_CH;
+}
+
+/* ---- scratch (per calling thread, grows, never freed: like the GEMM's) ---- */
+static _Thread_local float *tl_buf;
+static _Thread_local size_t tl_cap;
+
+static float *scratch(size_t n)
+{
+    if (n > tl_cap) {
+        free(tl_buf);
+        tl_buf = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        tl_cap = tl_buf ? n : 0;
+    }
+    return tl_buf;
+}
+
+/* ---- the transforms ---- */
+/* U[x][co][ci] = G w[co][ci][0..2]. */
+static void weights(float *U, const float *w, int cout, int cin)
+{
+    size_t n = (size_t)cout * cin;
+    for (size_t i = 0; i < n; i++) {
+        float w0 = w[3 * i], w1 = w[3 * i + 1], w2 = w[3 * i + 2];
+        U[i] = 0.25f * w0;
+        U[n + i] = -(w0 + w1 + w2) / 6.0f;
+        U[2 * n + i] = -(w0 - w1 + w2) / 6.0f;
+        U[3 * n + i] = w0 / 24.0f + w1 / 12.0f + w2 / 6.0f;
+        U[4 * n + i] = w0 / 24.0f - w1 / 12.0f + w2 / 6.0f;
+        U[5 * n + i] = w2;
+    }
+}
+
+/* B^T d for one tile, d[s] at positions 4j - 1 + s. */
+static inline void in_tile(float v[6], const float d[6])
+{
+    v[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    v[1] = -4.0f * d[1] - 4.0f * d[2] + d[3] + d[4];
+    v[2] = 4.0f * d[1] - 4.0f * d[2] - d[3] + d[4];
+    v[3] = -2.0f * d[1] - d[2] + 2.0f * d[3] + d[4];
+    v[4] = 2.0f * d[1] - d[2] - 2.0f * d[3] + d[4];
+    v[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+}
+
+/* A^T m for one tile. */
+static inline void out_tile(float y[4], const float m[6])
+{
+    y[0] = m[0] + m[1] + m[2] + m[3] + m[4];
+    y[1] = m[1] - m[2] + 2.0f * m[3] - 2.0f * m[4];
+    y[2] = m[1] + m[2] + 4.0f * m[3] + 4.0f * m[4];
+    y[3] = m[1] - m[2] + 8.0f * m[3] - 8.0f * m[4] + m[5];
+}
+
+typedef struct {
+    const float *in, *bias, *res;
+    float *out, *V, *M;
+    nf_seq s;
+    int TB;          /* tiles per example */
+    long g0, nt;     /* this pass's tiles: global tiles [g0, g0 + nt) */
+    int cin, cout;
+} wino_job;
+
+#ifdef HAVE_X86
+/* Eight tiles from x (tile 0's position -1): e[q][i] = x[4 i + q], q < 6. */
+__attribute__((target("avx2,fma"))) static void in_block_avx2(const float *x, float *v, size_t vs)
+{
+    __m256 a0 = _mm256_loadu_ps(x), a1 = _mm256_loadu_ps(x + 8), a2 = _mm256_loadu_ps(x + 16),
+           a3 = _mm256_loadu_ps(x + 24);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+    /* Tiles in the order 0 2 4 6 1 3 5 7, then put back in order. */
+    const __m256i nat = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256 d0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0x44), nat);
+    __m256 d1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0xEE), nat);
+    __m256 d2 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0x44), nat);
+    __m256 d3 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0xEE), nat);
+    /* d4, d5: the next tile's d0, d1 (tile 8's from x[32], x[33]). */
+    const __m256i up = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
+    __m256 d4 = _mm256_blend_ps(_mm256_permutevar8x32_ps(d0, up), _mm256_broadcast_ss(x + 32), 0x80);
+    __m256 d5 = _mm256_blend_ps(_mm256_permutevar8x32_ps(d1, up), _mm256_broadcast_ss(x + 33), 0x80);
+    const __m256 c2 = _mm256_set1_ps(2.0f), c4 = _mm256_set1_ps(4.0f), c5 = _mm256_set1_ps(5.0f);
+    /* The same operations, in the same order, as in_tile. */
+    __m256 v0 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(c4, d0), _mm256_mul_ps(c5, d2)), d4);
+    __m256 v1 = _mm256_add_ps(
+        _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(-4.0f), d1), _mm256_mul_ps(c4, d2)), d3), d4);
+    __m256 v2 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(c4, d1), _mm256_mul_ps(c4, d2)), d3), d4);
+    __m256 v3 = _mm256_add_ps(
+        _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), d1), d2), _mm256_mul_ps(c2, d3)), d4);
+    __m256 v4 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(c2, d1), d2), _mm256_mul_ps(c2, d3)), d4);
+    __m256 v5 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(c4, d1), _mm256_mul_ps(c5, d3)), d5);
+    _mm256_storeu_ps(v, v0);
+    _mm256_storeu_ps(v + vs, v1);
+    _mm256_storeu_ps(v + 2 * vs, v2);
+    _mm256_storeu_ps(v + 3 * vs, v3);
+    _mm256_storeu_ps(v + 4 * vs, v4);
+    _mm256_storeu_ps(v + 5 * vs, v5);
+}
+
+/* Eight tiles' outputs from m[x][i] (stride ms), plus bias and residual, to y[0 .. 32). */
+__attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, size_t ms, float bias, const float *res,
+                                                              float *y)
+{
+    __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + ms), m2 = _mm256_loadu_ps(m + 2 * ms),
+           m3 = _mm256_loadu_ps(m + 3 * ms), m4 = _mm256_loadu_ps(m + 4 * ms), m5 = _mm256_loadu_ps(m + 5 * ms);
+    const __m256 c2 = _mm256_set1_ps(2.0f), c4 = _mm256_set1_ps(4.0f), c8 = _mm256_set1_ps(8.0f);
+    __m256 y0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(m0, m1), m2), m3), m4);
+    __m256 y1 = _mm256_sub_ps(_mm256_add_ps(_mm256_sub_ps(m1, m2), _mm256_mul_ps(c2, m3)), _mm256_mul_ps(c2, m4));
+    __m256 y2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(m1, m2), _mm256_mul_ps(c4, m3)), _mm256_mul_ps(c4, m4));
+    __m256 y3 = _mm256_add_ps(
+        _mm256_sub_ps(_mm256_add_ps(_mm256_sub_ps(m1, m2), _mm256_mul_ps(c8, m3)), _mm256_mul_ps(c8, m4)), m5);
+    /* Interleave: y[4 i + q] = yq[i]. */
+    __m256 l01 = _mm256_unpacklo_ps(y0, y1), h01 = _mm256_unpackhi_ps(y0, y1);
+    __m256 l23 = _mm256_unpacklo_ps(y2, y3), h23 = _mm256_unpackhi_ps(y2, y3);
+    __m256 v0 = _mm256_shuffle_ps(l01, l23, 0x44), v1 = _mm256_shuffle_ps(l01, l23, 0xEE);
+    __m256 v2 = _mm256_shuffle_ps(h01, h23, 0x44), v3 = _mm256_shuffle_ps(h01, h23, 0xEE);
+    __m256 o[4] = {_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v2, v3, 0x20),
+                   _mm256_permute2f128_ps(v0, v1, 0x31), _mm256_permute2f128_ps(v2, v3, 0x31)};
+    __m256 b = _mm256_set1_ps(bias);
+    for (int k = 0; k < 4; k++) {
+        __m256 x = _mm256_add_ps(o[k], b);
+        if (res) x = _mm256_add_ps(x, _mm256_loadu_ps(res + 8 * k));
+        _mm256_storeu_ps(y + 8 * k, x);
+    }
+}
+#endif
+
+/* Where tile column c of row ci of V[x] goes: the GEMM's B panels (nf_gemm_packed), so
+ * that the GEMMs read the transformed input as it is written, with no packing pass. */
+static inline size_t vpos(int cin, int ci, long c)
+{
+    return (size_t)(c / NF_GEMM_PANEL_N) * cin * NF_GEMM_PANEL_N + (size_t)ci * NF_GEMM_PANEL_N
+           + (size_t)(c % NF_GEMM_PANEL_N);
+}
+
+/* One tile column c (global tile g) of input row ci, by the formulas. */
+static inline void in_one(const wino_job *J, int ci, long c, long g, size_t vs)
+{
+    const nf_seq s = J->s;
+    int b = (int)(g / J->TB), j = (int)(g % J->TB);
+    const float *x = J->in + (size_t)ci * nf_seq_ld(s) + (size_t)b * s.S + s.off; /* position 0 */
+    float d[6], t[6];
+    for (int q = 0; q < 6; q++) {
+        int p = 4 * j - 1 + q;
+        d[q] = p <= s.L ? x[p] : 0.0f; /* p = -1 and L: the zero columns */
+    }
+    in_tile(t, d);
+    float *v = J->V + vpos(J->cin, ci, c);
+    for (int q = 0; q < 6; q++) v[q * vs] = t[q];
+}
+
+/* Panels [p0, p1) of V[x] (at V + x vs): 16 tile columns of every input row each, so
+ * that each panel is written front to back. Tiles past the pass are zero. */
+static void in_panels(void *ctx, int p0, int p1)
+{
+    const wino_job *J = ctx;
+    const nf_seq s = J->s;
+    const size_t ld = nf_seq_ld(s), vs = nf_gemm_packed_b_floats(J->cin, (int)J->nt);
+    const int cin = J->cin;
+#ifdef HAVE_X86
+    const int vec = nf_cpu_avx2_fma();
+#endif
+    for (int p = p0; p < p1; p++)
+        for (int h = 0; h < NF_GEMM_PANEL_N; h += 8) {
+            long c0 = (long)p * NF_GEMM_PANEL_N + h, g0 = J->g0 + c0;
+            int n = J->nt - c0 < 8 ? (int)(J->nt - c0) : 8; /* tiles of this half panel */
+            int b = (int)(g0 / J->TB), j = (int)(g0 % J->TB);
+#ifdef HAVE_X86
+            /* Eight tiles of one example whose 34 inputs (to position 4 j + 32) are inside. */
+            if (vec && n == 8 && j + 8 <= J->TB && 4 * j + 32 <= s.L) {
+                const float *x = J->in + (size_t)b * s.S + s.off + 4 * j - 1;
+                for (int ci = 0; ci < cin; ci++) in_block_avx2(x + (size_t)ci * ld, J->V + vpos(cin, ci, c0), vs);
+                continue;
+            }
+#endif
+            for (int ci = 0; ci < cin; ci++) {
+                for (int i = 0; i < n; i++) in_one(J, ci, c0 + i, g0 + i, vs);
+                for (int i = n > 0 ? n : 0; i < 8; i++)
+                    for (int q = 0; q < 6; q++) J->V[q * vs + vpos(cin, ci, c0 + i)] = 0.0f;
+            }
+        }
+}
+
+/* Output rows [r0, r1): the tiles' outputs, plus bias and residual, written where valid. */
+static void out_rows(void *ctx, int r0, int r1)
+{
+    const wino_job *J = ctx;
+    const nf_seq s = J->s;
+    const size_t ld = nf_seq_ld(s), ms = (size_t)J->cout * J->nt;
+#ifdef HAVE_X86
+    const int vec = nf_cpu_avx2_fma();
+#endif
+    for (int co = r0; co < r1; co++) {
+        const float *m = J->M + (size_t)co * J->nt;
+        const float bias = J->bias ? J->bias[co] : 0.0f;
+        for (long g = J->g0, end = J->g0 + J->nt; g < end;) {
+            int b = (int)(g / J->TB), j = (int)(g % J->TB);
+            int jend = J->TB - j < end - g ? J->TB : j + (int)(end - g);
+            size_t o0 = (size_t)co * ld + (size_t)b * s.S + s.off; /* position 0 */
+            float *y = J->out + o0;
+            const float *r = J->res ? J->res + o0 : NULL;
+            for (; j < jend; j++, g++, m++) {
+#ifdef HAVE_X86
+                if (vec && j + 8 <= jend && 4 * j + 32 <= s.L) {
+                    out_block_avx2(m, ms, bias, r ? r + 4 * j : NULL, y + 4 * j);
+                    j += 7, g += 7, m += 7;
+                    continue;
+                }
+#endif
+                float mm[6], t[4];
+                for (int x = 0; x < 6; x++) mm[x] = m[x * ms];
+                out_tile(t, mm);
+                for (int q = 0; q < 4 && 4 * j + q < s.L; q++) {
+                    float val = t[q] + bias;
+                    y[4 * j + q] = r ? val + r[4 * j + q] : val;
+                }
+            }
+        }
+    }
+}
+
+int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
+                        int cin, int cout)
+{
+    const int TB = (s.L + 3) / 4;
+    const long T = (long)s.B * TB;
+    const int wide = cin > cout ? cin : cout;
+    long chunk = WINO_CHUNK / (6L * wide) / NF_GEMM_PANEL_N * NF_GEMM_PANEL_N;
+    if (chunk < 4 * NF_GEMM_PANEL_N) chunk = 4 * NF_GEMM_PANEL_N;
+    if (chunk > T) chunk = T;
+    /* Scratch: U, U in the GEMM's A panels, V (in B panels), M; every part a multiple of
+     * 16 floats, so the panels stay 64-byte aligned. */
+    const size_t nu = ((size_t)6 * cout * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(cout, cin);
+    const size_t pv = nf_gemm_packed_b_floats(cin, (int)chunk), nm = (size_t)6 * cout * chunk;
+    float *U = scratch(nu + 6 * pa + 6 * pv + nm);
+    if (!U) return -1;
+    float *Up = U + nu, *V = Up + 6 * pa, *M = V + 6 * pv;
+    weights(U, w, cout, cin);
+    for (int x = 0; x < 6; x++) nf_gemm_pack_a(cout, cin, U + (size_t)x * cout * cin, Up + (size_t)x * pa);
+    wino_job J = {in, bias, res, out, V, M, s, TB, 0, 0, cin, cout};
+    for (long g0 = 0; g0 < T; g0 += chunk) {
+        J.g0 = g0;
+        J.nt = T - g0 < chunk ? T - g0 : chunk;
+        int nt = (int)J.nt;
+        size_t vs = nf_gemm_packed_b_floats(cin, nt);
+        nf_par_for(NT, (nt + NF_GEMM_PANEL_N - 1) / NF_GEMM_PANEL_N, (size_t)cin * nt * 6, in_panels, &J);
+        for (int x = 0; x < 6; x++)
+            nf_gemm_packed(cout, nt, cin, Up + (size_t)x * pa, V + (size_t)x * vs, M + (size_t)x * cout * nt, nt);
+        nf_par_for(NT, cout, (size_t)cout * nt * 6, out_rows, &J);
+    }
+    return 0;
+}

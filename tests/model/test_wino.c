@@ -1,0 +1,161 @@
+/* The Winograd F(4, 3) kernel-3 conv (model/nn_wino.c) against the direct one (one GEMM
+ * over the three shifted views, itself checked against PyTorch in test_reference):
+ *
+ * - every valid output within a bound on rounding: |wino - direct| <= TOL * eps * S,
+ *   where S = sum over the 3 cin terms of |w| |x| (the size of the sum's terms; its
+ *   cancellation is what rounding cannot beat). Measured: at most ~10.4 eps S; a wrong
+ *   transform entry gives errors of order S;
+ * - gaps left zero, bias and residual (also the residual being the output itself);
+ * - lengths around the transforms' vector blocks (8 tiles = 32 columns) and partial last
+ *   tiles, batches, several passes over the tiles (a pass ending inside an example);
+ * - an example's output the same, bit for bit, alone or in a batch (at any place), and on
+ *   1 or 2 threads; and the automatic choice independent of the batch. */
+#include "nf_nn.h"
+#include "nf_rng.h"
+#include "nf_test.h"
+#include "nf_unet.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void nf_wino_force(int mode);
+
+#define TOL 32.0
+
+/* A zero-gapped input of C rows in layout s, values from seed. */
+static float *make_input(int C, nf_seq s, uint64_t seed)
+{
+    size_t ld = nf_seq_ld(s);
+    float *x = malloc((size_t)C * ld * sizeof(float));
+    nf_randn(x, (size_t)C * ld, seed, 1, 0);
+    nf_seq_zero_gaps(x, C, s);
+    return x;
+}
+
+typedef enum { RES_NONE, RES_OTHER, RES_SELF } res_mode;
+
+/* out = conv3(x) (+ bias) (+ residual) by the direct (mode 1) or Winograd (mode 2) path. */
+static float *conv(int mode, const float *x, nf_seq s, const float *w, const float *bias, int cin, int cout,
+                   res_mode rm, const float *r)
+{
+    size_t ld = nf_seq_ld(s);
+    float *out = malloc((size_t)cout * ld * sizeof(float));
+    for (size_t i = 0; i < (size_t)cout * ld; i++) out[i] = rm == RES_SELF ? r[i] : NAN; /* NaN: must be written */
+    nf_conv_dims d = {cin, cout, 3, 1, 1, 1};
+    nf_wino_force(mode);
+    CHECK(mode != 2 || nf_wino_applies(d, s, s), "%s", "forced Winograd refused a kernel-3 same conv");
+    nf_conv1d_forward(out, s, NULL, NULL, x, s, w, bias, rm == RES_NONE ? NULL : rm == RES_SELF ? out : r, d);
+    nf_wino_force(0);
+    return out;
+}
+
+static double g_worst; /* largest |wino - direct| / (eps S) seen */
+
+static void check_case(int B, int L, int cin, int cout, int with_bias, res_mode rm, uint64_t seed)
+{
+    nf_seq s = nf_seq_make(B, L);
+    size_t ld = nf_seq_ld(s);
+    float *x = make_input(cin, s, seed);
+    float *w = malloc((size_t)cout * cin * 3 * sizeof(float));
+    nf_randn(w, (size_t)cout * cin * 3, seed + 1, 1, 0);
+    float *bias = NULL, *r = NULL;
+    if (with_bias) {
+        bias = malloc((size_t)cout * sizeof(float));
+        nf_randn(bias, (size_t)cout, seed + 2, 1, 0);
+    }
+    if (rm != RES_NONE) r = make_input(cout, s, seed + 3);
+    float *yd = conv(1, x, s, w, bias, cin, cout, rm, r);
+    float *yw = conv(2, x, s, w, bias, cin, cout, rm, r);
+    int bad = 0, gaps = 0;
+    double worst = 0.0;
+    for (int co = 0; co < cout; co++)
+        for (int b = 0; b < B; b++)
+            for (int p = -1; p <= L; p++) {
+                size_t i = (size_t)co * ld + (size_t)b * s.S + s.off + p;
+                if (p < 0 || p == L) {
+                    if (yw[i] != 0.0f) gaps++;
+                    continue;
+                }
+                double S = 0.0;
+                for (int ci = 0; ci < cin; ci++)
+                    for (int t = 0; t < 3; t++) {
+                        int q = p + t - 1;
+                        double xv = q < 0 || q >= L ? 0.0 : x[(size_t)ci * ld + (size_t)b * s.S + s.off + q];
+                        S += fabs(w[((size_t)co * cin + ci) * 3 + t] * xv);
+                    }
+                if (bias) S += fabs(bias[co]);
+                if (r) S += fabs(r[i]);
+                double err = fabs((double)yw[i] - yd[i]), lim = TOL * FLT_EPSILON * S + 1e-30;
+                if (!(err <= lim)) bad++;
+                if (err / (FLT_EPSILON * S + 1e-30) > worst) worst = err / (FLT_EPSILON * S + 1e-30);
+            }
+    CHECK(bad == 0, "B %d L %d cin %d cout %d bias %d res %d: %d outputs off (worst %.1f eps S)", B, L, cin, cout,
+          with_bias, (int)rm, bad, worst);
+    CHECK(gaps == 0, "B %d L %d: %d gap columns not zero", B, L, gaps);
+    if (worst > g_worst) g_worst = worst;
+    free(x), free(w), free(bias), free(r), free(yd), free(yw);
+}
+
+/* Example b of a batch of B, computed alone and in the batch: the same bits. */
+static void check_batch_independent(int B, int L, int cin, int cout)
+{
+    nf_seq s = nf_seq_make(B, L), s1 = nf_seq_make(1, L);
+    size_t ld = nf_seq_ld(s), ld1 = nf_seq_ld(s1);
+    float *x = make_input(cin, s, 77);
+    float *w = malloc((size_t)cout * cin * 3 * sizeof(float)), *bias = malloc((size_t)cout * sizeof(float));
+    nf_randn(w, (size_t)cout * cin * 3, 78, 1, 0);
+    nf_randn(bias, (size_t)cout, 79, 1, 0);
+    nf_set_threads(2);
+    float *yb = conv(2, x, s, w, bias, cin, cout, RES_NONE, NULL);
+    int diff = 0;
+    for (int b = 0; b < B; b++) {
+        float *x1 = malloc((size_t)cin * ld1 * sizeof(float));
+        for (int ci = 0; ci < cin; ci++)
+            memcpy(x1 + (size_t)ci * ld1, x + (size_t)ci * ld + (size_t)b * s.S, (size_t)s.S * sizeof(float));
+        for (int nt = 1; nt <= 2; nt++) {
+            nf_set_threads(nt);
+            float *y1 = conv(2, x1, s1, w, bias, cin, cout, RES_NONE, NULL);
+            for (int co = 0; co < cout; co++)
+                diff += memcmp(y1 + (size_t)co * ld1 + s1.off, yb + (size_t)co * ld + (size_t)b * s.S + s.off,
+                               (size_t)L * sizeof(float)) != 0;
+            free(y1);
+        }
+        free(x1);
+    }
+    CHECK(diff == 0, "B %d L %d cin %d cout %d: %d rows differ alone / in the batch / by thread count", B, L, cin,
+          cout, diff);
+    free(x), free(w), free(bias), free(yb);
+}
+
+int main(void)
+{
+    /* Lengths around the 32-column vector blocks and the 4-column tiles. */
+    static const int lens[] = {1, 2, 3, 4, 5, 7, 8, 31, 32, 33, 34, 35, 36, 37, 63, 64, 65, 100, 129};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        check_case(1, lens[i], 5, 7, 1, RES_NONE, 10 + i);
+        check_case(3, lens[i], 17, 4, i & 1, (res_mode)(i % 3), 40 + i);
+    }
+    check_case(2, 300, 32, 48, 1, RES_SELF, 90);
+    check_case(1, 1000, 64, 16, 0, RES_OTHER, 91);
+    /* Several passes over the tiles (a pass is about 1M floats of transformed input):
+     * 16 channels, 3 x 4096 tiles, a pass boundary inside the third example. */
+    check_case(3, 16384, 16, 16, 1, RES_OTHER, 92);
+    printf("worst error: %.2f eps S (bound %.0f)\n", g_worst, TOL);
+
+    check_batch_independent(4, 37, 16, 16);
+    check_batch_independent(3, 16384, 16, 16); /* passes ending inside examples */
+
+    /* The automatic choice: the layer and the example's length, never the batch. */
+    nf_conv_dims d = {16, 16, 3, 1, 1, 1};
+    for (int B = 1; B <= 9; B += 4) {
+        CHECK(nf_wino_applies(d, nf_seq_make(B, 256), nf_seq_make(B, 256)), "B %d, L 256: Winograd", B);
+        CHECK(!nf_wino_applies(d, nf_seq_make(B, 255), nf_seq_make(B, 255)), "B %d, L 255: direct", B);
+    }
+    nf_conv_dims narrow = {8, 16, 3, 1, 1, 1}, strided = {16, 16, 3, 2, 1, 1}, dil = {16, 16, 3, 1, 2, 2};
+    CHECK(!nf_wino_applies(narrow, nf_seq_make(1, 4096), nf_seq_make(1, 4096)), "%s", "8 input channels: direct");
+    CHECK(!nf_wino_applies(strided, nf_seq_make(1, 4096), nf_seq_make(1, 2048)), "%s", "stride 2: direct");
+    CHECK(!nf_wino_applies(dil, nf_seq_make(1, 4096), nf_seq_make(1, 4096)), "%s", "dilation 2: direct");
+    return nf_test_done();
+}
