@@ -202,9 +202,14 @@ static inline void in_one(const wino_job *J, int ci, long c, long g, size_t vs)
     for (int q = 0; q < 6; q++) v[q * vs] = t[q];
 }
 
-/* Panels [p0, p1) of V[x] (at V + x vs): 16 tile columns of every input row each, so
- * that each panel is written front to back. Tiles past the pass are zero. */
-static void in_panels(void *ctx, int p0, int p1)
+/* Panels of V[x] (at V + x vs) go out in groups of WINO_GROUP: per input row, the group's
+ * 64 G tiles read 256 G + 2 consecutive inputs (panel by panel over every row, the reads
+ * jumped between rows a whole row apart every 34 floats, which the prefetchers do not
+ * follow: 13% of a batch-8 forward), and each panel's row is written whole, so the
+ * panels fill front to back. Tiles past the pass are zero. */
+#define WINO_GROUP 4
+
+static void in_groups(void *ctx, int q0, int q1)
 {
     const wino_job *J = ctx;
     const nf_seq s = J->s;
@@ -213,25 +218,32 @@ static void in_panels(void *ctx, int p0, int p1)
 #ifdef HAVE_X86
     const int vec = nf_cpu_avx2_fma();
 #endif
-    for (int p = p0; p < p1; p++)
-        for (int h = 0; h < NF_GEMM_PANEL_N; h += 8) {
-            long c0 = (long)p * NF_GEMM_PANEL_N + h, g0 = J->g0 + c0;
-            int n = J->nt - c0 < 8 ? (int)(J->nt - c0) : 8; /* tiles of this half panel */
-            int b = (int)(g0 / J->TB), j = (int)(g0 % J->TB);
+    const long halves = (J->nt + NF_GEMM_PANEL_N - 1) / NF_GEMM_PANEL_N * 2; /* half panels of this pass */
+    for (int q = q0; q < q1; q++) {
+        long h0 = (long)q * WINO_GROUP * 2, h1 = h0 + WINO_GROUP * 2 < halves ? h0 + WINO_GROUP * 2 : halves;
+        for (int ci = 0; ci < cin; ci++) {
+            const float *row = J->in + (size_t)ci * ld;
+            for (long h = h0; h < h1; h++) {
+                long c0 = 8 * h, g0 = J->g0 + c0;
+                int n = J->nt - c0 < 8 ? (int)(J->nt - c0) : 8; /* tiles of this half panel, */
+                if (n < 0) n = 0;                                  /* none in the last's padding */
+                int b = (int)(g0 / J->TB), j = (int)(g0 % J->TB);
 #ifdef HAVE_X86
-            /* Eight tiles of one example whose 34 inputs (to position 4 j + 32) are inside. */
-            if (vec && n == 8 && j + 8 <= J->TB && 4 * j + 32 <= s.L) {
-                const float *x = J->in + (size_t)b * s.S + s.off + 4 * j - 1;
-                for (int ci = 0; ci < cin; ci++) in_block_avx2(x + (size_t)ci * ld, J->V + vpos(cin, ci, c0), vs);
-                continue;
-            }
+                /* Eight tiles of one example whose 34 inputs (to position 4 j + 32) are inside. */
+                if (vec && n == 8 && j + 8 <= J->TB && 4 * j + 32 <= s.L) {
+                    const float *x = row + (size_t)b * s.S + s.off + 4 * j - 1;
+                    if (h == h0 && ci + 1 < cin) /* the next row's inputs of this group */
+                        for (int k = 0; k < 64 * WINO_GROUP + 2; k += 16) __builtin_prefetch(x + ld + k, 0, 3);
+                    in_block_avx2(x, J->V + vpos(cin, ci, c0), vs);
+                    continue;
+                }
 #endif
-            for (int ci = 0; ci < cin; ci++) {
                 for (int i = 0; i < n; i++) in_one(J, ci, c0 + i, g0 + i, vs);
-                for (int i = n > 0 ? n : 0; i < 8; i++)
-                    for (int q = 0; q < 6; q++) J->V[q * vs + vpos(cin, ci, c0 + i)] = 0.0f;
+                for (int i = n; i < 8; i++)
+                    for (int x = 0; x < 6; x++) J->V[x * vs + vpos(cin, ci, c0 + i)] = 0.0f;
             }
         }
+    }
 }
 
 /* Output rows [r0, r1): the tiles' outputs, plus bias and residual, written where valid. */
@@ -296,7 +308,8 @@ int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const f
         J.nt = T - g0 < chunk ? T - g0 : chunk;
         int nt = (int)J.nt;
         size_t vs = nf_gemm_packed_b_floats(cin, nt);
-        nf_par_for(NT, (nt + NF_GEMM_PANEL_N - 1) / NF_GEMM_PANEL_N, (size_t)cin * nt * 6, in_panels, &J);
+        const int group = WINO_GROUP * NF_GEMM_PANEL_N;
+        nf_par_for(NT, (nt + group - 1) / group, (size_t)cin * nt * 6, in_groups, &J);
         for (int x = 0; x < 6; x++)
             nf_gemm_packed(cout, nt, cin, Up + (size_t)x * pa, V + (size_t)x * vs, M + (size_t)x * cout * nt, nt);
         nf_par_for(NT, cout, (size_t)cout * nt * 6, out_rows, &J);
