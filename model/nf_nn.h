@@ -85,15 +85,18 @@ void nf_gemm_pack_a(int M, int K, const float *A, float *dst);
 int nf_gemm_register_packed(const float *A, int M, int K, const float *packed);
 /* Unregisters every matrix whose panels start in buf[0 .. n). */
 void nf_gemm_unregister_packed(const float *buf, size_t n);
-/* C[M][N] = A B with both operands already in the GEMM's panels, K <= 512 (one chunk of
- * the summation order; the same bits as nf_gemm on the same matrices): A packed by
- * nf_gemm_pack_a; B in nf_gemm_packed_b_floats(K, N) floats as panels of 16 columns,
- * panel p at Bp + 16 K p, element (k, j) at [16 k + j % 16], zero beyond column N. For
- * operands a caller writes itself (the Winograd transforms): no packing pass, no scratch. */
+/* count problems C_q[M][N] = A_q B_q (q < count; A_q at Ap + q as, B_q at Bp + q bs, C_q
+ * at C + q cs, leading dimension ldc) with both operands already in the GEMM's panels,
+ * K <= 512 (one chunk of the summation order; the same bits as nf_gemm on the same
+ * matrices): A packed by nf_gemm_pack_a; B in nf_gemm_packed_b_floats(K, N) floats as
+ * panels of 16 columns, panel p at B + 16 K p, element (k, j) at [16 k + j % 16], zero
+ * beyond column N. For operands a caller writes itself (the Winograd transforms): no
+ * packing pass, no scratch, and the problems share one fork and join of the threads. */
 #define NF_GEMM_PACKED_KMAX 512
 #define NF_GEMM_PANEL_N 16
 size_t nf_gemm_packed_b_floats(int K, int N);
-void nf_gemm_packed(int M, int N, int K, const float *Ap, const float *Bp, float *C, int ldc);
+void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs, float *C,
+                    size_t cs, int ldc);
 
 /* One step (the i-th) of a wait loop on another thread's progress: a CPU pause, and
  * now and then a yield of the core (nn_pool.c). */

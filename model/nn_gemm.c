@@ -1039,7 +1039,9 @@ static int plan_tiles(prob_t *P)
 typedef struct {
     const prob_t *P;
     const float *a, *b;
-    long tiles;
+    float *c;
+    size_t as, bs, cs; /* strides between the problems */
+    long tiles, total; /* per problem, over all */
     atomic_long next;
 } packed_job;
 
@@ -1047,15 +1049,18 @@ static void packed_fn(void *ctx, int who)
 {
     (void)who;
     packed_job *J = ctx;
-    const prob_t *P = J->P;
     long t;
-    while ((t = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->tiles) {
+    while ((t = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->total) {
+        long q = t / J->tiles;
+        prob_t P = *J->P;
+        P.C = J->c + (size_t)q * J->cs;
         int i0, mc, j0, nc;
-        tile_rect(P, t, &i0, &mc, &j0, &nc);
+        tile_rect(&P, t % J->tiles, &i0, &mc, &j0, &nc);
+        const float *a = J->a + (size_t)q * J->as + (size_t)(i0 / MR) * P.K * MR;
+        const float *b = J->b + (size_t)q * J->bs + (size_t)(j0 / NR) * P.K * NR;
         /* One chunk, so the final mode: the kernels write C and never the sums buffer
          * (given as C itself, so that its pointer arithmetic stays inside an object). */
-        run_block(P, P->K, M_FINAL, J->a + (size_t)(i0 / MR) * P->K * MR, J->b + (size_t)(j0 / NR) * P->K * NR, i0,
-                  mc, j0, nc, P->C, 0);
+        run_block(&P, P.K, M_FINAL, a, b, i0, mc, j0, nc, P.C, 0);
     }
 }
 
@@ -1067,9 +1072,10 @@ size_t nf_gemm_packed_b_floats(int K, int N)
     return (size_t)K * (size_t)round_up(N, NR);
 }
 
-void nf_gemm_packed(int M, int N, int K, const float *Ap, const float *Bp, float *C, int ldc)
+void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs, float *C,
+                    size_t cs, int ldc)
 {
-    if (M <= 0 || N <= 0 || K <= 0 || K > NF_GEMM_PACKED_KMAX) return;
+    if (count <= 0 || M <= 0 || N <= 0 || K <= 0 || K > NF_GEMM_PACKED_KMAX) return;
     prob_t P;
     memset(&P, 0, sizeof P);
     P.M = M, P.N = N, P.K = K;
@@ -1080,10 +1086,12 @@ void nf_gemm_packed(int M, int N, int K, const float *Ap, const float *Bp, float
     int nt = plan_tiles(&P);
     packed_job J;
     J.P = &P;
-    J.a = Ap, J.b = Bp;
+    J.a = Ap, J.b = Bp, J.c = C;
+    J.as = as, J.bs = bs, J.cs = cs;
     J.tiles = (long)P.tm * P.tn;
+    J.total = J.tiles * count;
     atomic_init(&J.next, 0);
-    nf_pool_run(J.tiles > 1 ? nt : 1, packed_fn, &J);
+    nf_pool_run(J.total > 1 ? nt : 1, packed_fn, &J);
 }
 
 /* a_taps > 1: A is a conv weight w[K / a_taps][M][a_taps] read as op(A)(i, q a_taps + t) =

@@ -310,8 +310,7 @@ int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const f
         size_t vs = nf_gemm_packed_b_floats(cin, nt);
         const int group = WINO_GROUP * NF_GEMM_PANEL_N;
         nf_par_for(NT, (nt + group - 1) / group, (size_t)cin * nt * 6, in_groups, &J);
-        for (int x = 0; x < 6; x++)
-            nf_gemm_packed(cout, nt, cin, Up + (size_t)x * pa, V + (size_t)x * vs, M + (size_t)x * cout * nt, nt);
+        nf_gemm_packed(6, cout, nt, cin, Up, pa, V, vs, M, (size_t)cout * nt, nt);
         nf_par_for(NT, cout, (size_t)cout * nt * 6, out_rows, &J);
     }
     return 0;

@@ -276,12 +276,33 @@ static void check_packed(int M, int N, int K)
         nf_set_threads(v == 1 ? 2 : 1);
         if (v == 2 && !nf_gemm_force_path(1)) continue;
         for (size_t i = 0; i < (size_t)M * N; i++) C2[i] = NAN;
-        nf_gemm_packed(M, N, K, Ap, Bp, C2, N);
+        nf_gemm_packed(1, M, N, K, Ap, 0, Bp, 0, C2, 0, N);
         nf_gemm_force_path(0);
         CHECK(same_bits(C1, C2, M, N, N, N), "nf_gemm_packed M %d N %d K %d variant %d differs from nf_gemm", M, N,
               K, v);
     }
+    /* Three problems in one call (the second and third: A scaled, B negated): each the
+     * same as its own nf_gemm. */
+    size_t pa = nf_gemm_packed_a_floats(M, K), pb = nf_gemm_packed_b_floats(K, N);
+    float *A3 = aligned_alloc(64, 3 * pa * sizeof(float)), *B3 = aligned_alloc(64, 3 * pb * sizeof(float));
+    float *C3 = malloc(3 * (size_t)M * N * sizeof(float)), *Cq = malloc((size_t)M * N * sizeof(float));
+    float *Aq = malloc((size_t)M * K * sizeof(float)), *Bq = malloc((size_t)K * N * sizeof(float));
+    for (int q = 0; q < 3; q++) {
+        for (size_t i = 0; i < (size_t)M * K; i++) Aq[i] = A[i] * (float)(q + 1);
+        nf_gemm_pack_a(M, K, Aq, A3 + q * pa);
+        for (size_t i = 0; i < pb; i++) B3[q * pb + i] = q == 2 ? -Bp[i] : Bp[i];
+    }
+    nf_set_threads(2);
+    nf_gemm_packed(3, M, N, K, A3, pa, B3, pb, C3, (size_t)M * N, N);
+    for (int q = 0; q < 3; q++) {
+        for (size_t i = 0; i < (size_t)M * K; i++) Aq[i] = A[i] * (float)(q + 1);
+        for (size_t i = 0; i < (size_t)K * N; i++) Bq[i] = q == 2 ? -B[i] : B[i];
+        nf_gemm(0, 0, M, N, K, 1.0f, Aq, K, Bq, N, 0.0f, Cq, N);
+        CHECK(same_bits(Cq, C3 + (size_t)q * M * N, M, N, N, N), "nf_gemm_packed M %d N %d K %d: problem %d of 3 differs",
+              M, N, K, q);
+    }
     nf_set_threads(1);
+    free(A3), free(B3), free(C3), free(Cq), free(Aq), free(Bq);
     free(A), free(B), free(Ap), free(Bp), free(C1), free(C2);
 }
 
