@@ -13,14 +13,17 @@
  *
  * Numerics: the transforms use the points 0, +-1, +-2 and infinity, whose matrices hold
  * small integers and 1/4, 1/6, 1/12, 1/24; the result differs from the direct sum by
- * rounding (measured against it in tests/model/test_wino.c: a few 1e-7 of the output's
- * scale), not in kind. It is deterministic: tiles start at each example's first column
- * (never at a place that depends on the batch), each tile's column of the GEMMs is
- * computed alone (nf_gemm's guarantee), and each transformed row by one thread; so an
- * example's output does not depend on the batch, its place in it, or the thread count.
+ * rounding, not in kind (tests/model/test_wino.c: at most ~10 float epsilons times the
+ * sum of the terms' magnitudes, measured). It is deterministic: tiles start at each
+ * example's first column (never at a place that depends on the batch), each tile's column
+ * of the GEMMs is computed alone (nf_gemm's guarantee), the vector and scalar transforms
+ * do the same operations in the same order, and each transformed value comes from one
+ * thread; so an example's output does not depend on the batch, its place in it, or the
+ * thread count.
  *
- * Which convs: nf_wino_applies(). The decision depends only on the layer and the
- * example's length, never on the batch. */
+ * Which convs: nf_wino_applies() (kernel 3, stride 1, same padding, 16-512 input and 16+
+ * output channels, examples of 256 or more). The decision depends only on the layer and
+ * the example's length, never on the batch. */
 #include "nf_nn.h"
 
 #include <stdlib.h>
@@ -31,10 +34,18 @@
 #define HAVE_X86 1
 #endif
 
+/* The scalar transforms must round exactly as the vector ones (separate multiplies and
+ * adds): no contraction into FMA, even where the compiler targets FMA (GCC in ISO C mode
+ * does not contract; clang needs telling). */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
 #define NT nf_nn_threads()
 #define WINO_MIN_L 256       /* examples shorter than this use the direct conv */
 #define WINO_MIN_CH 16       /* as do layers with fewer input or output channels */
-#define WINO_CHUNK (1 << 20) /* floats of V (or M) per pass over a block of tiles */
+#define WINO_CHUNK (1 << 20) /* about this many floats of V (and of M) per pass over the
+                              * tiles; a quarter of it measured slower (more, smaller GEMMs) */
 
 static int g_mode; /* testing hook: 0 auto, 1 never, 2 whenever the shape allows */
 
