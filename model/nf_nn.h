@@ -178,14 +178,14 @@ typedef struct {
 
 int nf_conv_out_len(nf_conv_dims d, int L);
 /* Whether nf_conv1d_forward computes this conv by Winograd F(4, 3) (nn_wino.c): kernel 3,
- * stride 1, "same" padding, an example length of at least 256 and 16 channels in and
- * out; the batch never enters the decision. */
+ * stride 1, "same" padding, an example length of at least 256, 16-512 input and at least
+ * 16 output channels; the batch never enters the decision. */
 int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so);
 /* out = conv3(in) + bias (+ res) at the valid columns of s (gaps untouched); w as in
  * nf_conv1d_forward. Returns 0, or -1 with nothing written if its scratch cannot be
  * allocated (the caller then uses the direct conv). */
 int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
-                        int cin, int cout);
+                  int cin, int cout);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
 /* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).

@@ -296,7 +296,7 @@ static void out_rows(void *ctx, int r0, int r1)
 }
 
 int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
-                        int cin, int cout)
+                  int cin, int cout)
 {
     const int TB = (s.L + 3) / 4;
     const long T = (long)s.B * TB;
