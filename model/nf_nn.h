@@ -83,8 +83,13 @@ void nf_par_zero(float *x, size_t n);
 size_t nf_gemm_packed_a_floats(int M, int K);
 void nf_gemm_pack_a(int M, int K, const float *A, float *dst);
 int nf_gemm_register_packed(const float *A, int M, int K, const float *packed);
-/* Unregisters every matrix whose panels start in buf[0 .. n). */
+/* Unregisters every copy (of any kind below) whose panels start in buf[0 .. n). */
 void nf_gemm_unregister_packed(const float *buf, size_t n);
+/* The registry behind it, for every copy packed once: a kind, the source's address and
+ * two dimensions find the copy (NULL: none). Thread safe. */
+enum { NF_PACKED_GEMM_A = 1, NF_PACKED_WINO = 2 };
+int nf_packed_register(int kind, const float *src, int m, int k, const float *packed);
+const float *nf_packed_find(int kind, const float *src, int m, int k);
 /* count problems C_q[M][N] = A_q B_q (q < count; A_q at Ap + q as, B_q at Bp + q bs, C_q
  * at C + q cs, leading dimension ldc) with both operands already in the GEMM's panels,
  * K <= 512 (one chunk of the summation order; the same bits as nf_gemm on the same
@@ -186,6 +191,14 @@ int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so);
  * allocated (the caller then uses the direct conv). */
 int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
                   int cin, int cout);
+/* A conv weight w [cout][cin][3] transformed and packed once, for a network whose weights
+ * are fixed (nf_unet_prepack): nf_wino_packed_floats() floats (64-byte aligned) filled by
+ * nf_wino_pack (-1: out of memory) and registered as nf_packed_register(NF_PACKED_WINO,
+ * w, cout, cin, dst); nf_wino_conv3 with that w then skips its weight transform, with
+ * identical results. Unregister (nf_gemm_unregister_packed) before w changes or either
+ * buffer is freed. */
+size_t nf_wino_packed_floats(int cout, int cin);
+int nf_wino_pack(const float *w, int cout, int cin, float *dst);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
 /* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).

@@ -852,9 +852,13 @@ static void shared_tile(const shared_t *S, long tile, float *T)
  * a batch-1 forward) can be packed once when the model is loaded. A registered matrix is
  * found by its address, shape and leading dimension; the shared path then reads its
  * panels instead of packing them: the same panels, so the same bits. */
+/* One registry for every copy packed once: the GEMM's A panels (kind
+ * NF_PACKED_GEMM_A) and the Winograd convs' transformed weights (NF_PACKED_WINO, see
+ * nn_wino.c), each found by its kind, source address and two dimensions. */
 typedef struct {
-    const float *a;
-    int M, K;
+    int kind;
+    const float *src;
+    int m, k;
     const float *packed;
 } packed_entry;
 
@@ -878,7 +882,7 @@ void nf_gemm_pack_a(int M, int K, const float *A, float *dst)
     }
 }
 
-int nf_gemm_register_packed(const float *A, int M, int K, const float *packed)
+int nf_packed_register(int kind, const float *src, int m, int k, const float *packed)
 {
     int ok = 1;
     pthread_rwlock_wrlock(&g_reg_lock);
@@ -889,12 +893,27 @@ int nf_gemm_register_packed(const float *A, int M, int K, const float *packed)
             g_reg = r;
             g_reg_cap = cap;
         } else {
-            ok = 0; /* not registered: that matrix is simply packed per call */
+            ok = 0; /* not registered: the copy is simply made per call */
         }
     }
-    if (ok) g_reg[g_reg_n++] = (packed_entry){A, M, K, packed};
+    if (ok) g_reg[g_reg_n++] = (packed_entry){kind, src, m, k, packed};
     pthread_rwlock_unlock(&g_reg_lock);
     return ok;
+}
+
+const float *nf_packed_find(int kind, const float *src, int m, int k)
+{
+    const float *r = NULL;
+    pthread_rwlock_rdlock(&g_reg_lock);
+    for (size_t i = 0; i < g_reg_n && !r; i++)
+        if (g_reg[i].kind == kind && g_reg[i].src == src && g_reg[i].m == m && g_reg[i].k == k) r = g_reg[i].packed;
+    pthread_rwlock_unlock(&g_reg_lock);
+    return r;
+}
+
+int nf_gemm_register_packed(const float *A, int M, int K, const float *packed)
+{
+    return nf_packed_register(NF_PACKED_GEMM_A, A, M, K, packed);
 }
 
 void nf_gemm_unregister_packed(const float *buf, size_t n)
@@ -910,12 +929,7 @@ void nf_gemm_unregister_packed(const float *buf, size_t n)
 static const float *find_packed(const mat_t *A, int M, int K)
 {
     if (A->cs != 1 || A->rs != K || A->taps > 1) return NULL;
-    const float *r = NULL;
-    pthread_rwlock_rdlock(&g_reg_lock);
-    for (size_t i = 0; i < g_reg_n && !r; i++)
-        if (g_reg[i].a == A->p && g_reg[i].M == M && g_reg[i].K == K) r = g_reg[i].packed;
-    pthread_rwlock_unlock(&g_reg_lock);
-    return r;
+    return nf_packed_find(NF_PACKED_GEMM_A, A->p, M, K);
 }
 
 typedef struct {

@@ -96,6 +96,20 @@ static void weights(float *U, const float *w, int cout, int cin)
     }
 }
 
+/* ---- transformed weights packed once (an inference network's, at model load) ---- */
+size_t nf_wino_packed_floats(int cout, int cin) { return 6 * nf_gemm_packed_a_floats(cout, cin); }
+
+int nf_wino_pack(const float *w, int cout, int cin, float *dst)
+{
+    size_t n = (size_t)cout * cin, pa = nf_gemm_packed_a_floats(cout, cin);
+    float *U = malloc(6 * n * sizeof(float));
+    if (!U) return -1;
+    weights(U, w, cout, cin);
+    for (int x = 0; x < 6; x++) nf_gemm_pack_a(cout, cin, U + x * n, dst + x * pa);
+    free(U);
+    return 0;
+}
+
 /* B^T d for one tile, d[s] at positions 4j - 1 + s. */
 static inline void in_tile(float v[6], const float d[6])
 {
@@ -306,13 +320,20 @@ int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const f
     if (chunk > T) chunk = T;
     /* Scratch: U, U in the GEMM's A panels, V (in B panels), M; every part a multiple of
      * 16 floats, so the panels stay 64-byte aligned. */
-    const size_t nu = ((size_t)6 * cout * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(cout, cin);
+    const float *pre = nf_packed_find(NF_PACKED_WINO, w, cout, cin); /* transformed at model load */
+    const size_t nu = pre ? 0 : ((size_t)6 * cout * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(cout, cin);
+    const size_t pu = pre ? 0 : 6 * pa;
     const size_t pv = nf_gemm_packed_b_floats(cin, (int)chunk), nm = (size_t)6 * cout * chunk;
-    float *U = scratch(nu + 6 * pa + 6 * pv + nm);
+    float *U = scratch(nu + pu + 6 * pv + nm);
     if (!U) return -1;
-    float *Up = U + nu, *V = Up + 6 * pa, *M = V + 6 * pv;
-    weights(U, w, cout, cin);
-    for (int x = 0; x < 6; x++) nf_gemm_pack_a(cout, cin, U + (size_t)x * cout * cin, Up + (size_t)x * pa);
+    float *V = U + nu + pu, *M = V + 6 * pv;
+    const float *Up = pre;
+    if (!pre) {
+        float *up = U + nu;
+        weights(U, w, cout, cin);
+        for (int x = 0; x < 6; x++) nf_gemm_pack_a(cout, cin, U + (size_t)x * cout * cin, up + (size_t)x * pa);
+        Up = up;
+    }
     wino_job J = {in, bias, res, out, V, M, s, TB, 0, 0, cin, cout};
     for (long g0 = 0; g0 < T; g0 += chunk) {
         J.g0 = g0;

@@ -74,6 +74,8 @@ struct nf_unet {
     size_t upw_n;
     int upw_ready;   /* upw matches the weights (set by nf_unet_prepack) */
     size_t packed_n; /* floats in packed */
+    float *wpacked;  /* nf_unet_prepack: the Winograd convs' transformed weights (NULL: none) */
+    size_t wpacked_n;
     /* The gradient norm's partial sums (nf_norm_partials), filled op by op during
      * nf_unet_backward while each op's gradients are still in cache. */
     double norm_part[NF_NORM_MAX_BLOCKS];
@@ -472,6 +474,12 @@ nf_status nf_unet_count_params(const nf_unet_config *cfg, size_t *count)
 static void drop_packed(nf_unet *net)
 {
     net->upw_ready = 0;
+    if (net->wpacked) {
+        nf_gemm_unregister_packed(net->wpacked, net->wpacked_n);
+        free(net->wpacked);
+        net->wpacked = NULL;
+        net->wpacked_n = 0;
+    }
     if (!net->packed) return;
     nf_gemm_unregister_packed(net->packed, net->packed_n);
     free(net->packed);
@@ -507,12 +515,59 @@ static void upconv_weights(nf_unet *net, const op_t *o)
                        o->cout);
 }
 
+/* The residual blocks' kernel-3 convs that run by Winograd (nn_wino.c) at this network's
+ * lengths: weight, cout, cin. Returns how many; fills the arrays when w is not NULL. */
+static int wino_weights(const nf_unet *net, const float **w, int *cout, int *cin)
+{
+    int n = 0;
+    for (int k = 0; k < net->n_ops; k++) {
+        const op_t *o = &net->ops[k];
+        if (o->kind != OP_RES) continue;
+        const int pi[2] = {2, 8}, ci[2] = {o->cin, o->cout}; /* conv1: cin -> cout; conv2 */
+        for (int c = 0; c < 2; c++) {
+            nf_conv_dims d = {ci[c], o->cout, 3, 1, 1, 1};
+            if (!nf_wino_applies(d, o->si, o->si)) continue;
+            if (w) w[n] = net->params + net->tensors[o->p0 + pi[c]].offset, cout[n] = o->cout, cin[n] = ci[c];
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Transforms and registers the Winograd convs' weights (nf_wino_pack); NOMEM leaves
+ * them transformed per call. */
+static void prepack_wino(nf_unet *net)
+{
+    int n = wino_weights(net, NULL, NULL, NULL);
+    if (n == 0) return;
+    const float **w = malloc((size_t)n * sizeof *w);
+    int *co = malloc((size_t)n * sizeof *co), *ci = malloc((size_t)n * sizeof *ci);
+    size_t total = 0;
+    if (w && co && ci) {
+        wino_weights(net, w, co, ci);
+        for (int i = 0; i < n; i++) total += nf_wino_packed_floats(co[i], ci[i]);
+        net->wpacked = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
+    }
+    if (net->wpacked) {
+        net->wpacked_n = total;
+        size_t off = 0;
+        for (int i = 0; i < n; i++) {
+            float *dst = net->wpacked + off;
+            if (nf_wino_pack(w[i], co[i], ci[i], dst) || !nf_packed_register(NF_PACKED_WINO, w[i], co[i], ci[i], dst))
+                break;
+            off += nf_wino_packed_floats(co[i], ci[i]); /* a multiple of 512 floats */
+        }
+    }
+    free(w), free(co), free(ci);
+}
+
 nf_status nf_unet_prepack(nf_unet *net)
 {
     drop_packed(net);
     for (int k = 0; k < net->n_ops; k++)
         if (net->ops[k].kind == OP_UP) upconv_weights(net, &net->ops[k]);
     net->upw_ready = 1;
+    prepack_wino(net);
     int n = inference_weights(net, NULL, NULL, NULL);
     if (n == 0) return NF_OK;
     const float **ptr = malloc((size_t)n * sizeof *ptr);

@@ -7,6 +7,8 @@
 #include "nf_unet.h"
 #include "nf_test.h"
 
+void nf_wino_force(int mode); /* testing hook, model/nn_wino.c */
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -261,7 +263,11 @@ static void test_determinism(void)
     }
     /* Inference with the weights packed once (nf_unet_prepack): the same bits, alone and
      * in the batch; and nf_unet_params() drops the packed copy, so a weight changed
-     * through it is seen by the next forward (no stale panels). */
+     * through it is seen by the next forward (no stale panels). Also with every kernel-3
+     * conv by Winograd (forced; this network's sequences are too short for it otherwise),
+     * whose transformed weights the prepack makes once. */
+    for (int wm = 0; wm <= 2; wm += 2) {
+    nf_wino_force(wm);
     for (int th = 1; th <= 2; th++) {
         nf_set_threads(th);
         CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o1, 0, 0));
@@ -272,21 +278,29 @@ static void test_determinism(void)
         CHECK(!memcmp(o1 + (size_t)c.out_ch * L, o2, (size_t)c.out_ch * L * 4),
               "packed weights: example alone differs from the batch (%d threads)", th);
     }
-    {
+    /* The input conv, and a residual block's first conv (Winograd when forced). */
+    for (int which = 0; which < 2; which++) {
         const nf_param_info *ti = NULL;
-        for (int i = 0; i < nf_unet_num_tensors(net) && !ti; i++)
-            if (nf_unet_tensor(net, i)->ndim == 3) ti = nf_unet_tensor(net, i); /* the input conv */
+        for (int i = 0; i < nf_unet_num_tensors(net) && !ti; i++) {
+            const nf_param_info *q = nf_unet_tensor(net, i);
+            if (q->ndim == 3 && (which == 0 || strstr(q->name, "conv1"))) ti = q;
+        }
+        CHECK(ti != NULL, "no conv weight %d", which);
+        if (!ti) continue;
         float *p = nf_unet_params(net), saved = p[ti->offset];
         CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o1, 0, 0));
         CHECK_OK(nf_unet_prepack(net));
         p = nf_unet_params(net);
         p[ti->offset] += 0.5f;
         CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
-        CHECK(memcmp(o1, o2, ny * 4) != 0, "%s", "a weight changed after nf_unet_params() was not seen");
+        CHECK(memcmp(o1, o2, ny * 4) != 0, "a weight of %s changed after nf_unet_params() was not seen (wino %d)",
+              ti->name, wm);
         nf_unet_params(net)[ti->offset] = saved;
         CHECK_OK(nf_unet_forward(net, x, t, y, B, L, o2, 0, 0));
         CHECK(!memcmp(o1, o2, ny * 4), "%s", "restoring the weight did not restore the output");
     }
+    }
+    nf_wino_force(0);
     /* And a training step without dropout: example 0 alone vs first in the batch. */
     c.dropout = 0.0f;
     nf_unet_free(net);
