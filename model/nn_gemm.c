@@ -1055,16 +1055,14 @@ typedef struct {
     const float *a, *b;
     float *c;
     size_t as, bs, cs; /* strides between the problems */
-    long tiles, total; /* per problem, over all */
-    atomic_long next;
+    long tiles;        /* per problem */
 } packed_job;
 
-static void packed_fn(void *ctx, int who)
+/* Tiles [t0, t1) over all the problems (tile t of problem t / tiles). */
+static void packed_tiles(void *ctx, int t0, int t1)
 {
-    (void)who;
-    packed_job *J = ctx;
-    long t;
-    while ((t = atomic_fetch_add_explicit(&J->next, 1, memory_order_relaxed)) < J->total) {
+    const packed_job *J = ctx;
+    for (int t = t0; t < t1; t++) {
         long q = t / J->tiles;
         prob_t P = *J->P;
         P.C = J->c + (size_t)q * J->cs;
@@ -1098,14 +1096,9 @@ void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, 
     P.nchunks = 1, P.nsup = 1;
     P.ukr = pick_kernel();
     int nt = plan_tiles(&P);
-    packed_job J;
-    J.P = &P;
-    J.a = Ap, J.b = Bp, J.c = C;
-    J.as = as, J.bs = bs, J.cs = cs;
-    J.tiles = (long)P.tm * P.tn;
-    J.total = J.tiles * count;
-    atomic_init(&J.next, 0);
-    nf_pool_run(J.total > 1 ? nt : 1, packed_fn, &J);
+    packed_job J = {&P, Ap, Bp, C, as, bs, cs, (long)P.tm * P.tn};
+    /* plan_tiles has already kept small problems on one thread. */
+    nf_par_for(nt, (int)(J.tiles * count), (size_t)count * M * N * K, packed_tiles, &J);
 }
 
 /* a_taps > 1: A is a conv weight w[K / a_taps][M][a_taps] read as op(A)(i, q a_taps + t) =
