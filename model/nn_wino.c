@@ -27,7 +27,6 @@
 #include "nf_nn.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -99,13 +98,19 @@ static void weights(float *U, const float *w, int cout, int cin)
 /* ---- transformed weights packed once (an inference network's, at model load) ---- */
 size_t nf_wino_packed_floats(int cout, int cin) { return 6 * nf_gemm_packed_a_floats(cout, cin); }
 
-int nf_wino_pack(const float *w, int cout, int cin, float *dst)
+/* The six transformed weights U (scratch of 6 cout cin floats) packed at dst. */
+static void transform_pack(float *U, const float *w, int cout, int cin, float *dst)
 {
     size_t n = (size_t)cout * cin, pa = nf_gemm_packed_a_floats(cout, cin);
-    float *U = malloc(6 * n * sizeof(float));
-    if (!U) return -1;
     weights(U, w, cout, cin);
     for (int x = 0; x < 6; x++) nf_gemm_pack_a(cout, cin, U + x * n, dst + x * pa);
+}
+
+int nf_wino_pack(const float *w, int cout, int cin, float *dst)
+{
+    float *U = malloc((size_t)6 * cout * cin * sizeof(float));
+    if (!U) return -1;
+    transform_pack(U, w, cout, cin, dst);
     free(U);
     return 0;
 }
@@ -329,10 +334,8 @@ int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const f
     float *V = U + nu + pu, *M = V + 6 * pv;
     const float *Up = pre;
     if (!pre) {
-        float *up = U + nu;
-        weights(U, w, cout, cin);
-        for (int x = 0; x < 6; x++) nf_gemm_pack_a(cout, cin, U + (size_t)x * cout * cin, up + (size_t)x * pa);
-        Up = up;
+        transform_pack(U, w, cout, cin, U + nu);
+        Up = U + nu;
     }
     wino_job J = {in, bias, res, out, V, M, s, TB, 0, 0, cin, cout};
     for (long g0 = 0; g0 < T; g0 += chunk) {
