@@ -577,6 +577,17 @@ nf_status nf_unet_prepack(nf_unet *net)
         return nf_fail(NF_ERR_NOMEM, "unet: out of memory for packed weights");
     }
     inference_weights(net, ptr, M, K);
+    /* A conv whose transformed weights prepack_wino registered never reads its GEMM
+     * panels: none are made for it. */
+    int kept = 0;
+    for (int i = 0; i < n; i++)
+        if (K[i] % 3 || !nf_packed_find(NF_PACKED_WINO, ptr[i], M[i], K[i] / 3))
+            ptr[kept] = ptr[i], M[kept] = M[i], K[kept] = K[i], kept++;
+    n = kept;
+    if (n == 0) {
+        free(ptr), free(M), free(K);
+        return NF_OK;
+    }
     size_t total = 0;
     for (int i = 0; i < n; i++) total += nf_gemm_packed_a_floats(M[i], K[i]);
     net->packed = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
