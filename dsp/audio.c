@@ -147,15 +147,24 @@ static nf_status open_error(const char *path)
     }
 }
 
-nf_status nf_audio_check_finite(const nf_audio *a, const char *name)
+/* Every sample finite and, if max_level is finite, within it (one pass). */
+static nf_status check_samples(const nf_audio *a, const char *name, float max_level)
 {
     size_t n = (size_t)a->channels * (size_t)a->frames;
-    for (size_t i = 0; i < n; i++)
+    name = name ? name : "audio";
+    for (size_t i = 0; i < n; i++) {
         if (!isfinite(a->data[i]))
-            return nf_fail(NF_ERR_NUMERIC, "%s: NaN or Inf sample (channel %zu, frame %zu)",
-                           name ? name : "audio", i / (size_t)a->frames, i % (size_t)a->frames);
+            return nf_fail(NF_ERR_NUMERIC, "%s: NaN or Inf sample (channel %zu, frame %zu)", name,
+                           i / (size_t)a->frames, i % (size_t)a->frames);
+        if (fabsf(a->data[i]) > max_level)
+            return nf_fail(NF_ERR_NUMERIC, "%s: sample of %.3g (channel %zu, frame %zu) is far beyond any audio "
+                           "level (the limit is %.0e); damaged float data?", name, (double)a->data[i],
+                           i / (size_t)a->frames, i % (size_t)a->frames, (double)max_level);
+    }
     return NF_OK;
 }
+
+nf_status nf_audio_check_finite(const nf_audio *a, const char *name) { return check_samples(a, name, INFINITY); }
 
 /* Decoded samples: finite, and within NF_AUDIO_MAX_LEVEL. A float file can hold any
  * finite value; one near FLT_MAX (3.4e38) is not a level but damage, and it overflows to
@@ -164,15 +173,7 @@ nf_status nf_audio_check_finite(const nf_audio *a, const char *name)
  * fades and normalising stay finite. */
 static nf_status check_levels(const nf_audio *a, const char *path)
 {
-    nf_status s = nf_audio_check_finite(a, path);
-    if (s) return s;
-    size_t n = (size_t)a->channels * (size_t)a->frames;
-    for (size_t i = 0; i < n; i++)
-        if (fabsf(a->data[i]) > NF_AUDIO_MAX_LEVEL)
-            return nf_fail(NF_ERR_NUMERIC, "%s: sample of %.3g (channel %zu, frame %zu) is far beyond any audio "
-                           "level (the limit is %.0e); damaged float data?", path, (double)a->data[i],
-                           i / (size_t)a->frames, i % (size_t)a->frames, (double)NF_AUDIO_MAX_LEVEL);
-    return NF_OK;
+    return check_samples(a, path, NF_AUDIO_MAX_LEVEL);
 }
 
 /* libsndfile quietly shortens a WAV or AIFF whose data chunk runs past the end of the
