@@ -102,6 +102,10 @@ const float *nf_packed_find(int kind, const float *src, int m, int k);
 size_t nf_gemm_packed_b_floats(int K, int N);
 void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs, float *C,
                     size_t cs, int ldc);
+/* The same on the calling thread only, for work already shared out between the pool's
+ * threads (it may run inside an nf_par_for). */
+void nf_gemm_packed_serial(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs,
+                           float *C, size_t cs, int ldc);
 
 /* One step (the i-th) of a wait loop on another thread's progress: a CPU pause, and
  * now and then a yield of the core (nn_pool.c). */
@@ -186,11 +190,13 @@ int nf_conv_out_len(nf_conv_dims d, int L);
  * stride 1, "same" padding, an example length of at least 256, 16-512 input and at least
  * 16 output channels; the batch never enters the decision. */
 int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so);
-/* out = conv3(in) + bias (+ res) at the valid columns of s (gaps untouched); w as in
- * nf_conv1d_forward. Returns 0, or -1 with nothing written if its scratch cannot be
- * allocated (the caller then uses the direct conv). */
+/* out = conv3(in) + bias (+ res) (+ row_add[b][co] on example b's row co) at the valid
+ * columns of s (gaps untouched); w as in nf_conv1d_forward; res may be out; row_add
+ * (NULL: none) gives the same bits as adding it afterwards (the ResBlock's time
+ * embedding, one pass over the output saved). Returns 0, or -1 with nothing written if
+ * its scratch cannot be allocated (the caller then uses the direct conv). */
 int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
-                  int cin, int cout);
+                  const float *row_add, int cin, int cout);
 /* A conv weight w [cout][cin][3] transformed and packed once, for a network whose weights
  * are fixed (nf_unet_prepack): nf_wino_packed_floats() floats (64-byte aligned) filled by
  * nf_wino_pack (-1: out of memory) and registered as nf_packed_register(NF_PACKED_WINO,

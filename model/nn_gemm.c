@@ -1084,8 +1084,9 @@ size_t nf_gemm_packed_b_floats(int K, int N)
     return (size_t)K * (size_t)round_up(N, NR);
 }
 
-void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs, float *C,
-                    size_t cs, int ldc)
+/* serial: every tile on the calling thread (which may be one of the pool's workers). */
+static void gemm_packed(int serial, int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp,
+                        size_t bs, float *C, size_t cs, int ldc)
 {
     if (count <= 0 || M <= 0 || N <= 0 || K <= 0 || K > NF_GEMM_PACKED_KMAX) return;
     prob_t P;
@@ -1097,8 +1098,21 @@ void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, 
     P.ukr = pick_kernel();
     int nt = plan_tiles(&P);
     packed_job J = {&P, Ap, Bp, C, as, bs, cs, (long)P.tm * P.tn};
+    if (serial) packed_tiles(&J, 0, (int)(J.tiles * count));
     /* plan_tiles has already kept small problems on one thread. */
-    nf_par_for(nt, (int)(J.tiles * count), (size_t)count * M * N * K, packed_tiles, &J);
+    else nf_par_for(nt, (int)(J.tiles * count), (size_t)count * M * N * K, packed_tiles, &J);
+}
+
+void nf_gemm_packed(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs, float *C,
+                    size_t cs, int ldc)
+{
+    gemm_packed(0, count, M, N, K, Ap, as, Bp, bs, C, cs, ldc);
+}
+
+void nf_gemm_packed_serial(int count, int M, int N, int K, const float *Ap, size_t as, const float *Bp, size_t bs,
+                           float *C, size_t cs, int ldc)
+{
+    gemm_packed(1, count, M, N, K, Ap, as, Bp, bs, C, cs, ldc);
 }
 
 /* a_taps > 1: A is a conv weight w[K / a_taps][M][a_taps] read as op(A)(i, q a_taps + t) =

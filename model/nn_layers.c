@@ -160,7 +160,7 @@ void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float
     (void)wt;
     /* out = bias (+ res) + conv(in): the GEMM adds bias and residual in its epilogue
      * (same bits as storing them first), then the gap columns are zeroed. */
-    if (nf_wino_applies(d, si, so) && nf_wino_conv3(out, in, so, w, bias, res, d.cin, d.cout) == 0) {
+    if (nf_wino_applies(d, si, so) && nf_wino_conv3(out, in, so, w, bias, res, NULL, d.cin, d.cout) == 0) {
         /* Long sequences: half the multiply-adds (nn_wino.c). */
     } else if (d.stride == 1) {
         /* out[co][n] = sum_{ci,j} w[co][ci*k + j] in[ci][n + shift + j dil]: one GEMM

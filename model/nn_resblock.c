@@ -38,11 +38,17 @@ void nf_resblock_forward(float *out, const nf_resblock_acts *a, const float *in,
                          float *wt, float dropout, uint64_t dropout_seed, uint64_t layer)
 {
     int G = d.groups;
-    /* h = conv3(SiLU(GN(x))) + Linear(SiLU(emb)) */
+    /* h = conv3(SiLU(GN(x))) + Linear(SiLU(emb)); a Winograd conv adds the embedding as
+     * it writes h (the same bits as add_emb after it, one pass less). */
     nf_groupnorm_forward(a->a1, a->m1, a->r1, in, p[0], p[1], d.cin, G, GN_EPS, 1, s);
-    nf_conv1d_forward(a->h1, s, NULL, wt, a->a1, s, p[2], p[3], NULL, conv3(d.cin, d.cout));
     nf_linear_forward(a->embp, semb, p[4], p[5], s.B, d.emb_dim, d.cout);
-    add_emb(a->h1, a->embp, d.cout, s);
+    nf_conv_dims d1 = conv3(d.cin, d.cout);
+    if (nf_wino_applies(d1, s, s) && nf_wino_conv3(a->h1, a->a1, s, p[2], p[3], NULL, a->embp, d.cin, d.cout) == 0) {
+        nf_seq_zero_gaps(a->h1, d.cout, s);
+    } else {
+        nf_conv1d_forward(a->h1, s, NULL, wt, a->a1, s, p[2], p[3], NULL, d1);
+        add_emb(a->h1, a->embp, d.cout, s);
+    }
     /* h = conv3(dropout(SiLU(GN(h)))) + skip(x) */
     nf_groupnorm_forward(a->a2, a->m2, a->r2, a->h1, p[6], p[7], d.cout, G, GN_EPS, 1, s);
     nf_dropout_forward(a->a2, d.cout, s, dropout, dropout_seed, layer);

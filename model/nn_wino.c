@@ -11,6 +11,12 @@
  * and output transforms). Where the GEMMs dominate (long sequences: the waveform
  * network's levels, tens of thousands of columns) that is most of a forward pass.
  *
+ * The tiles are cut into blocks (block_tiles), handed out to the threads one at a time;
+ * a thread transforms its block's inputs, runs the block's six GEMMs and transforms
+ * their outputs back, in scratch of its own, with no barrier between the steps (three
+ * passes over the whole batch, each shared by the threads, waited for each other and
+ * measured 8% slower at batch 8).
+ *
  * Numerics: the transforms use the points 0, +-1, +-2 and infinity, whose matrices hold
  * small integers and 1/4, 1/6, 1/12, 1/24; the result differs from the direct sum by
  * rounding, not in kind (tests/model/test_wino.c: at most ~10 float epsilons times the
@@ -26,6 +32,7 @@
  * the example's length, never on the batch. */
 #include "nf_nn.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -43,8 +50,7 @@
 #define NT nf_nn_threads()
 #define WINO_MIN_L 256       /* examples shorter than this use the direct conv */
 #define WINO_MIN_CH 16       /* as do layers with fewer input or output channels */
-#define WINO_CHUNK (1 << 20) /* about this many floats of V (and of M) per pass over the
-                              * tiles; a quarter of it measured slower (more, smaller GEMMs) */
+#define WINO_BLOCK_FLOATS (640 * 1024) /* V and M of a block: at most 2.5 MB (see block_tiles) */
 
 static int g_mode; /* testing hook: 0 auto, 1 never, 2 whenever the shape allows */
 
@@ -137,10 +143,11 @@ static inline void out_tile(float y[4], const float m[6])
 
 typedef struct {
     const float *in, *bias, *res;
+    const float *radd;    /* [B][cout]: added to the output rows (NULL: nothing) */
     float *out, *V, *M;
     nf_seq s;
     int TB;          /* tiles per example */
-    long g0, nt;     /* this pass's tiles: global tiles [g0, g0 + nt) */
+    long g0, nt;     /* this block's tiles: global tiles [g0, g0 + nt) */
     int cin, cout;
 } wino_job;
 
@@ -180,9 +187,10 @@ __attribute__((target("avx2,fma"))) static void in_block_avx2(const float *x, fl
     _mm256_storeu_ps(v + 5 * vs, v5);
 }
 
-/* Eight tiles' outputs from m[x][i] (stride ms), plus bias and residual, to y[0 .. 32). */
+/* Eight tiles' outputs from m[x][i] (stride ms), plus bias, residual and (radd) e, to
+ * y[0 .. 32). */
 __attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, size_t ms, float bias, const float *res,
-                                                              float *y)
+                                                              int radd, float e, float *y)
 {
     __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + ms), m2 = _mm256_loadu_ps(m + 2 * ms),
            m3 = _mm256_loadu_ps(m + 3 * ms), m4 = _mm256_loadu_ps(m + 4 * ms), m5 = _mm256_loadu_ps(m + 5 * ms);
@@ -203,6 +211,7 @@ __attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, s
     for (int k = 0; k < 4; k++) {
         __m256 x = _mm256_add_ps(o[k], b);
         if (res) x = _mm256_add_ps(x, _mm256_loadu_ps(res + 8 * k));
+        if (radd) x = _mm256_add_ps(x, _mm256_set1_ps(e));
         _mm256_storeu_ps(y + 8 * k, x);
     }
 }
@@ -236,7 +245,7 @@ static inline void in_one(const wino_job *J, int ci, long c, long g, size_t vs)
  * 64 G tiles read 256 G + 2 consecutive inputs (panel by panel over every row, the reads
  * jumped between rows a whole row apart every 34 floats, which the prefetchers do not
  * follow: 13% of a batch-8 forward), and each panel's row is written whole, so the
- * panels fill front to back. Tiles past the pass are zero. */
+ * panels fill front to back. Tiles past the block are zero. */
 #define WINO_GROUP 4
 
 static void in_groups(void *ctx, int q0, int q1)
@@ -248,7 +257,7 @@ static void in_groups(void *ctx, int q0, int q1)
 #ifdef HAVE_X86
     const int vec = nf_cpu_avx2_fma();
 #endif
-    const long halves = (J->nt + NF_GEMM_PANEL_N - 1) / NF_GEMM_PANEL_N * 2; /* half panels of this pass */
+    const long halves = (J->nt + NF_GEMM_PANEL_N - 1) / NF_GEMM_PANEL_N * 2; /* half panels of this block */
     for (int q = q0; q < q1; q++) {
         long h0 = (long)q * WINO_GROUP * 2, h1 = h0 + WINO_GROUP * 2 < halves ? h0 + WINO_GROUP * 2 : halves;
         for (int ci = 0; ci < cin; ci++) {
@@ -294,10 +303,11 @@ static void out_rows(void *ctx, int r0, int r1)
             size_t o0 = (size_t)co * ld + (size_t)b * s.S + s.off; /* position 0 */
             float *y = J->out + o0;
             const float *r = J->res ? J->res + o0 : NULL;
+            const float e = J->radd ? J->radd[(size_t)b * J->cout + co] : 0.0f;
             for (; j < jend; j++, g++, m++) {
 #ifdef HAVE_X86
                 if (vec && j + 8 <= jend && 4 * j + 32 <= s.L) {
-                    out_block_avx2(m, ms, bias, r ? r + 4 * j : NULL, y + 4 * j);
+                    out_block_avx2(m, ms, bias, r ? r + 4 * j : NULL, J->radd != NULL, e, y + 4 * j);
                     j += 7, g += 7, m += 7;
                     continue;
                 }
@@ -307,46 +317,86 @@ static void out_rows(void *ctx, int r0, int r1)
                 out_tile(t, mm);
                 for (int q = 0; q < 4 && 4 * j + q < s.L; q++) {
                     float val = t[q] + bias;
-                    y[4 * j + q] = r ? val + r[4 * j + q] : val;
+                    if (r) val = val + r[4 * j + q];
+                    y[4 * j + q] = J->radd ? val + e : val;
                 }
             }
         }
     }
 }
 
+/* Tiles per block: the block's V (6 cin rows of tiles) and M (6 cout) within
+ * WINO_BLOCK_FLOATS, and at least six blocks per thread. The size changes who computes
+ * what, never the bits. Measured on the ref-wave forward (one process, alternating):
+ * blocks of 320 KB (to stay in L2) about as fast as the whole-batch passes they replace,
+ * 640 KB 2-3% faster, 2.5 MB another 7% at batch 8 (longer GEMMs, fewer sweeps over the
+ * weights), 5 and 10 MB no faster. */
+static long block_tiles(int cin, int cout, long T, int nt)
+{
+    long nb = WINO_BLOCK_FLOATS / (6L * (cin + cout));
+    if (nb > T / (6L * nt)) nb = T / (6L * nt); /* at least 6 blocks per thread, to balance */
+    nb = nb / NF_GEMM_PANEL_N * NF_GEMM_PANEL_N;
+    return nb < NF_GEMM_PANEL_N ? NF_GEMM_PANEL_N : nb;
+}
+
+typedef struct {
+    const wino_job *J; /* the whole conv (g0 = 0, nt = all tiles) */
+    const float *Up;   /* the transformed weights, packed */
+    long nb, blocks;   /* tiles per block, blocks */
+    float *buf;        /* scratch of `per` floats for each participant */
+    size_t per;
+    atomic_long next;
+} blocks_job;
+
+/* Blocks handed out one at a time: each one's input transform, its six GEMMs and its
+ * output transform, on one thread, in that thread's part of the scratch. */
+static void run_blocks(void *ctx, int who)
+{
+    blocks_job *K = ctx;
+    const wino_job *J = K->J;
+    const size_t pa = nf_gemm_packed_a_floats(J->cout, J->cin);
+    float *buf = K->buf + (size_t)who * K->per;
+    long q;
+    while ((q = atomic_fetch_add_explicit(&K->next, 1, memory_order_relaxed)) < K->blocks) {
+        wino_job b = *J;
+        b.g0 = q * K->nb;
+        b.nt = J->nt - b.g0 < K->nb ? J->nt - b.g0 : K->nb;
+        int nt = (int)b.nt;
+        size_t vs = nf_gemm_packed_b_floats(J->cin, nt);
+        b.V = buf;
+        b.M = buf + 6 * vs;
+        const int group = WINO_GROUP * NF_GEMM_PANEL_N;
+        in_groups(&b, 0, (nt + group - 1) / group);
+        nf_gemm_packed_serial(6, J->cout, nt, J->cin, K->Up, pa, b.V, vs, b.M, (size_t)J->cout * nt, nt);
+        out_rows(&b, 0, J->cout);
+    }
+}
+
 int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
-                  int cin, int cout)
+                  const float *row_add, int cin, int cout)
 {
     const int TB = (s.L + 3) / 4;
     const long T = (long)s.B * TB;
-    const int wide = cin > cout ? cin : cout;
-    long chunk = WINO_CHUNK / (6L * wide) / NF_GEMM_PANEL_N * NF_GEMM_PANEL_N;
-    if (chunk < 4 * NF_GEMM_PANEL_N) chunk = 4 * NF_GEMM_PANEL_N;
-    if (chunk > T) chunk = T;
-    /* Scratch: U, U in the GEMM's A panels, V (in B panels), M; every part a multiple of
-     * 16 floats, so the panels stay 64-byte aligned. */
+    const long nb = block_tiles(cin, cout, T, NT), blocks = (T + nb - 1) / nb;
+    int nt = NT < blocks ? NT : (int)blocks;
+    if ((size_t)T * (cin + cout) * 6 < NF_PAR_MIN_WORK) nt = 1;
+    /* Scratch of the calling thread: the transformed weights U and their GEMM panels
+     * (unless packed at model load), then each participant's V and M; every part a
+     * multiple of 16 floats, so the panels stay 64-byte aligned. */
     const float *pre = nf_packed_find(NF_PACKED_WINO, w, cout, cin); /* transformed at model load */
     const size_t nu = pre ? 0 : ((size_t)6 * cout * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(cout, cin);
     const size_t pu = pre ? 0 : 6 * pa;
-    const size_t pv = nf_gemm_packed_b_floats(cin, (int)chunk), nm = (size_t)6 * cout * chunk;
-    float *U = scratch(nu + pu + 6 * pv + nm);
+    const size_t per = (6 * nf_gemm_packed_b_floats(cin, (int)nb) + (size_t)6 * cout * nb + 15) / 16 * 16;
+    float *U = scratch(nu + pu + (size_t)nt * per);
     if (!U) return -1;
-    float *V = U + nu + pu, *M = V + 6 * pv;
     const float *Up = pre;
     if (!pre) {
         transform_pack(U, w, cout, cin, U + nu);
         Up = U + nu;
     }
-    wino_job J = {in, bias, res, out, V, M, s, TB, 0, 0, cin, cout};
-    for (long g0 = 0; g0 < T; g0 += chunk) {
-        J.g0 = g0;
-        J.nt = T - g0 < chunk ? T - g0 : chunk;
-        int nt = (int)J.nt;
-        size_t vs = nf_gemm_packed_b_floats(cin, nt);
-        const int group = WINO_GROUP * NF_GEMM_PANEL_N;
-        nf_par_for(NT, (nt + group - 1) / group, (size_t)cin * nt * 6, in_groups, &J);
-        nf_gemm_packed(6, cout, nt, cin, Up, pa, V, vs, M, (size_t)cout * nt, nt);
-        nf_par_for(NT, cout, (size_t)cout * nt * 6, out_rows, &J);
-    }
+    wino_job J = {in, bias, res, row_add, out, NULL, NULL, s, TB, 0, T, cin, cout};
+    blocks_job K = {&J, Up, nb, blocks, U + nu + pu, per, 0};
+    atomic_init(&K.next, 0);
+    nf_pool_run(nt, run_blocks, &K);
     return 0;
 }

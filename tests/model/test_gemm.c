@@ -301,6 +301,12 @@ static void check_packed(int M, int N, int K)
         CHECK(same_bits(Cq, C3 + (size_t)q * M * N, M, N, N, N), "nf_gemm_packed M %d N %d K %d: problem %d of 3 differs",
               M, N, K, q);
     }
+    /* The same three on the calling thread alone (nf_gemm_packed_serial): the same bits. */
+    float *S3 = malloc(3 * (size_t)M * N * sizeof(float));
+    for (size_t i = 0; i < 3 * (size_t)M * N; i++) S3[i] = NAN;
+    nf_gemm_packed_serial(3, M, N, K, A3, pa, B3, pb, S3, (size_t)M * N, N);
+    CHECK(same_bits(C3, S3, 3 * M, N, N, N), "nf_gemm_packed_serial M %d N %d K %d differs from nf_gemm_packed", M, N, K);
+    free(S3);
     nf_set_threads(1);
     free(A3), free(B3), free(C3), free(Cq), free(Aq), free(Bq);
     free(A), free(B), free(Ap), free(Bp), free(C1), free(C2);

@@ -7,7 +7,10 @@
  *   transform entry gives errors of order S;
  * - gaps left zero, bias and residual (also the residual being the output itself);
  * - lengths around the transforms' vector blocks (8 tiles = 32 columns) and partial last
- *   tiles, batches, several passes over the tiles (a pass ending inside an example);
+ *   tiles, batches, many blocks of tiles (handed out to the threads; blocks ending inside
+ *   an example);
+ * - a per-example row term (the ResBlock's time embedding) added in the output transform
+ *   giving the same bits as adding it afterwards;
  * - an example's output the same, bit for bit, alone or in a batch (at any place), and on
  *   1 or 2 threads; and the automatic choice independent of the batch. */
 #include "nf_nn.h"
@@ -129,6 +132,31 @@ static void check_batch_independent(int B, int L, int cin, int cout)
     free(x), free(w), free(bias), free(yb);
 }
 
+/* nf_wino_conv3 with row_add E[b][co]: the same bits as without, then E added to each
+ * valid column (after bias and residual, as the ResBlock did). */
+static void check_row_add(int B, int L, int cin, int cout, int threads)
+{
+    nf_seq s = nf_seq_make(B, L);
+    size_t ld = nf_seq_ld(s);
+    float *x = make_input(cin, s, 120), *r = make_input(cout, s, 121);
+    float *w = malloc((size_t)cout * cin * 3 * sizeof(float)), *bias = malloc((size_t)cout * sizeof(float));
+    float *E = malloc((size_t)B * cout * sizeof(float));
+    nf_randn(w, (size_t)cout * cin * 3, 122, 1, 0);
+    nf_randn(bias, (size_t)cout, 123, 1, 0);
+    nf_randn(E, (size_t)B * cout, 124, 1, 0);
+    float *y1 = calloc((size_t)cout * ld, sizeof(float)), *y2 = calloc((size_t)cout * ld, sizeof(float));
+    nf_set_threads(threads);
+    CHECK(nf_wino_conv3(y1, x, s, w, bias, r, E, cin, cout) == 0, "%s", "nf_wino_conv3 with row_add failed");
+    CHECK(nf_wino_conv3(y2, x, s, w, bias, r, NULL, cin, cout) == 0, "%s", "nf_wino_conv3 failed");
+    for (int co = 0; co < cout; co++)
+        for (int b = 0; b < B; b++)
+            for (int l = 0; l < L; l++) y2[(size_t)co * ld + (size_t)b * s.S + s.off + l] += E[(size_t)b * cout + co];
+    CHECK(memcmp(y1, y2, (size_t)cout * ld * sizeof(float)) == 0, "B %d L %d cin %d cout %d: row_add differs from adding after",
+          B, L, cin, cout);
+    nf_set_threads(1);
+    free(x), free(r), free(w), free(bias), free(E), free(y1), free(y2);
+}
+
 int main(void)
 {
     /* Lengths around the 32-column vector blocks and the 4-column tiles. */
@@ -139,13 +167,15 @@ int main(void)
     }
     check_case(2, 300, 32, 48, 1, RES_SELF, 90);
     check_case(1, 1000, 64, 16, 0, RES_OTHER, 91);
-    /* Several passes over the tiles (a pass is about 1M floats of transformed input):
-     * 16 channels, 3 x 4096 tiles, a pass boundary inside the third example. */
+    /* Many blocks (at least six per thread): 3 x 4096 tiles, blocks ending inside
+     * examples. */
     check_case(3, 16384, 16, 16, 1, RES_OTHER, 92);
     printf("worst error: %.2f eps S (bound %.0f)\n", g_worst, TOL);
 
     check_batch_independent(4, 37, 16, 16);
-    check_batch_independent(3, 16384, 16, 16); /* passes ending inside examples */
+    check_batch_independent(3, 16384, 16, 16); /* blocks ending inside examples */
+    check_row_add(3, 300, 16, 24, 2);
+    check_row_add(2, 1000, 32, 16, 1);
 
     /* The automatic choice: the layer and the example's length, never the batch. */
     nf_conv_dims d = {16, 16, 3, 1, 1, 1};
