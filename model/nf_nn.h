@@ -87,7 +87,7 @@ int nf_gemm_register_packed(const float *A, int M, int K, const float *packed);
 void nf_gemm_unregister_packed(const float *buf, size_t n);
 /* The registry behind it, for every copy packed once: a kind, the source's address and
  * two dimensions find the copy (NULL: none). Thread safe. */
-enum { NF_PACKED_GEMM_A = 1, NF_PACKED_WINO = 2 };
+enum { NF_PACKED_GEMM_A = 1, NF_PACKED_WINO = 2, NF_PACKED_WINO_UP = 3 };
 int nf_packed_register(int kind, const float *src, int m, int k, const float *packed);
 const float *nf_packed_find(int kind, const float *src, int m, int k);
 /* count problems C_q[M][N] = A_q B_q (q < count; A_q at Ap + q as, B_q at Bp + q bs, C_q
@@ -205,6 +205,25 @@ int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const f
  * buffer is freed. */
 size_t nf_wino_packed_floats(int cout, int cin);
 int nf_wino_pack(const float *w, int cout, int cin, float *dst);
+/* The same Winograd convs for a nearest x2 upsampling followed by a kernel-3 conv (the
+ * U-Net's Up at inference, in place of nf_upconv3_forward's polyphase GEMMs): with the
+ * polyphase identity below, the even outputs are the "same" 3-tap conv of x with
+ * (w0, w1 + w2, 0) and the odd ones with (0, w0 + w1, w2), both over the input's tiles:
+ * one input transform, the six GEMMs with 2 cout rows, three quarters of the polyphase
+ * multiplies, and the outputs written interleaved (no copy). out (layout so) =
+ * bias + conv3(upsample(in)) at the valid columns (gaps untouched), within
+ * rounding of it (tests/model/test_wino.c); for Lout = 2 Lin - 1 (nearest resizing of an
+ * odd length) the last output has no w2 term and is computed alone (nf_upconv3_last).
+ * Applies when Lout is 2 Lin or 2 Lin - 1, Lin >= 96, 16-512 input and 16+ output
+ * channels. Returns 0, or -1 with nothing written (no scratch).
+ * Weights fixed for a while (an inference network): nf_wino_up_pack into
+ * nf_wino_up_packed_floats() floats, registered as nf_packed_register(
+ * NF_PACKED_WINO_UP, w, cout, cin, dst); the result is then the same, bit for bit. */
+int nf_wino_upconv3_applies(int cin, int cout, nf_seq si, nf_seq so);
+int nf_wino_upconv3(float *out, nf_seq so, const float *in, nf_seq si, const float *w, const float *bias, int cin,
+                    int cout);
+size_t nf_wino_up_packed_floats(int cout, int cin);
+int nf_wino_up_pack(const float *w, int cout, int cin, float *dst);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
 /* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).
@@ -270,6 +289,9 @@ void nf_upconv3_weights(float *we, float *wo, const float *w, int cin, int cout)
  * si, Lin, zero gaps), from the polyphase weights; scr: 2 cout nf_seq_ld(si) floats. */
 void nf_upconv3_forward(float *out, nf_seq so, float *scr, const float *in, nf_seq si, const float *we,
                         const float *wo, const float *w, const float *bias, int cin, int cout);
+/* An odd Lout's last output, out[2 Lin - 2] = bias + sum_ci w0 x[Lin - 2] + w1 x[Lin - 1],
+ * of example b, output channel co (Lin >= 2), summed in a fixed order. */
+float nf_upconv3_last(const float *in, nf_seq si, int b, const float *w, const float *bias, int co, int cin);
 void nf_upsample_backward(float *din, nf_seq si, const float *dout, nf_seq so, int C);
 
 /* ---- dropout with a counter RNG (inverted: kept values scaled by 1/(1-p)) ----

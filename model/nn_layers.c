@@ -822,6 +822,23 @@ void nf_upconv3_weights(float *we, float *wo, const float *w, int cin, int cout)
     }
 }
 
+float nf_upconv3_last(const float *in, nf_seq si, int b, const float *w, const float *bias, int co, int cin)
+{
+    /* out[2 Lin - 2] = b + sum_ci w0 x[Lin - 2] + w1 x[Lin - 1]. */
+    const size_t ldi = nf_seq_ld(si);
+    const float *x = in + (size_t)b * si.S + si.off + si.L - 2;
+    const float *wc = w + (size_t)co * cin * 3;
+    /* Eight chains (ci mod 8), summed in a fixed order: one chain would wait on the
+     * FMA's latency for every term. */
+    float acc[8] = {0};
+    for (int ci = 0; ci < cin; ci++) {
+        const float *xc = x + (size_t)ci * ldi;
+        acc[ci & 7] = fmaf(wc[3 * ci + 1], xc[1], fmaf(wc[3 * ci], xc[0], acc[ci & 7]));
+    }
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    return (bias ? bias[co] : 0.0f) + s;
+}
+
 typedef struct {
     float *out;
     nf_seq so, si;
@@ -843,20 +860,7 @@ static void interleave_rows(void *v, int c0, int c1)
             const float *d = J->odd + (size_t)c * ldi + (size_t)b * si.S + si.off;
             nf_seg_zero_gaps(seg, so);
             for (int m = 0; m < half; m++) o[2 * m] = e[m], o[2 * m + 1] = d[m];
-            if (so.L & 1) {
-                /* out[2 Lin - 2] = b + sum_ci w0 x[Lin - 2] + w1 x[Lin - 1]. */
-                const float *x = J->in + (size_t)b * si.S + si.off + si.L - 2;
-                const float *wc = J->w + (size_t)c * J->cin * 3;
-                /* Eight chains (ci mod 8), summed in a fixed order: one chain would wait on
-                 * the FMA's latency for every term. */
-                float acc[8] = {0};
-                for (int ci = 0; ci < J->cin; ci++) {
-                    const float *xc = x + (size_t)ci * ldi;
-                    acc[ci & 7] = fmaf(wc[3 * ci + 1], xc[1], fmaf(wc[3 * ci], xc[0], acc[ci & 7]));
-                }
-                float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-                o[so.L - 1] = (J->bias ? J->bias[c] : 0.0f) + s;
-            }
+            if (so.L & 1) o[so.L - 1] = nf_upconv3_last(J->in, si, b, J->w, J->bias, c, J->cin);
         }
 }
 

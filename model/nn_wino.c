@@ -50,6 +50,10 @@
 #define NT nf_nn_threads()
 #define WINO_MIN_L 256       /* examples shorter than this use the direct conv */
 #define WINO_MIN_CH 16       /* as do layers with fewer input or output channels */
+/* The up-conv from this input length (measured, same-process A/B at batch 1: the default
+ * model's forward 5-6% faster with its inputs of 126 and 252 (63 no faster), ref-wave's
+ * (2048-8192) 4-5% at batches 1 and 8, ref-stft's 33 and 65 no faster). */
+#define WINO_UP_MIN_L 96
 #define WINO_BLOCK_FLOATS (640 * 1024) /* V and M of a block: at most 2.5 MB (see block_tiles) */
 
 static int g_mode; /* testing hook: 0 auto, 1 never, 2 whenever the shape allows */
@@ -143,9 +147,12 @@ static inline void out_tile(float y[4], const float m[6])
 
 typedef struct {
     const float *in, *bias, *res;
+    const float *w;       /* up: the conv weights (an odd output length's last sample) */
     const float *radd;    /* [B][cout]: added to the output rows (NULL: nothing) */
     float *out, *V, *M;
-    nf_seq s;
+    nf_seq s;        /* the input's layout (and the output's, unless up) */
+    int up;          /* nf_wino_upconv3: M has 2 cout rows (even, odd phase), output in so */
+    nf_seq so;
     int TB;          /* tiles per example */
     long g0, nt;     /* this block's tiles: global tiles [g0, g0 + nt) */
     int cin, cout;
@@ -189,8 +196,8 @@ __attribute__((target("avx2,fma"))) static void in_block_avx2(const float *x, fl
 
 /* Eight tiles' outputs from m[x][i] (stride ms), plus bias, residual and (radd) e, to
  * y[0 .. 32). */
-__attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, size_t ms, float bias, const float *res,
-                                                              int radd, float e, float *y)
+/* A^T m of eight tiles from m[x][i] (stride ms), interleaved: o[k] = outputs 8k .. 8k+7. */
+__attribute__((target("avx2,fma"))) static inline void out_core(const float *m, size_t ms, __m256 o[4])
 {
     __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + ms), m2 = _mm256_loadu_ps(m + 2 * ms),
            m3 = _mm256_loadu_ps(m + 3 * ms), m4 = _mm256_loadu_ps(m + 4 * ms), m5 = _mm256_loadu_ps(m + 5 * ms);
@@ -205,14 +212,39 @@ __attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, s
     __m256 l23 = _mm256_unpacklo_ps(y2, y3), h23 = _mm256_unpackhi_ps(y2, y3);
     __m256 v0 = _mm256_shuffle_ps(l01, l23, 0x44), v1 = _mm256_shuffle_ps(l01, l23, 0xEE);
     __m256 v2 = _mm256_shuffle_ps(h01, h23, 0x44), v3 = _mm256_shuffle_ps(h01, h23, 0xEE);
-    __m256 o[4] = {_mm256_permute2f128_ps(v0, v1, 0x20), _mm256_permute2f128_ps(v2, v3, 0x20),
-                   _mm256_permute2f128_ps(v0, v1, 0x31), _mm256_permute2f128_ps(v2, v3, 0x31)};
+    o[0] = _mm256_permute2f128_ps(v0, v1, 0x20);
+    o[1] = _mm256_permute2f128_ps(v2, v3, 0x20);
+    o[2] = _mm256_permute2f128_ps(v0, v1, 0x31);
+    o[3] = _mm256_permute2f128_ps(v2, v3, 0x31);
+}
+
+__attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, size_t ms, float bias, const float *res,
+                                                              int radd, float e, float *y)
+{
+    __m256 o[4];
+    out_core(m, ms, o);
     __m256 b = _mm256_set1_ps(bias);
     for (int k = 0; k < 4; k++) {
         __m256 x = _mm256_add_ps(o[k], b);
         if (res) x = _mm256_add_ps(x, _mm256_loadu_ps(res + 8 * k));
         if (radd) x = _mm256_add_ps(x, _mm256_set1_ps(e));
         _mm256_storeu_ps(y + 8 * k, x);
+    }
+}
+
+/* The up-conv's (nf_wino_upconv3) eight tiles: the even phase from me, the odd from mo,
+ * each plus bias, to y[2 p] and y[2 p + 1] for input positions p (64 outputs). */
+__attribute__((target("avx2,fma"))) static void out_up_block_avx2(const float *me, const float *mo, size_t ms,
+                                                                 float bias, float *y)
+{
+    __m256 e[4], o[4], b = _mm256_set1_ps(bias);
+    out_core(me, ms, e);
+    out_core(mo, ms, o);
+    for (int k = 0; k < 4; k++) {
+        __m256 xe = _mm256_add_ps(e[k], b), xo = _mm256_add_ps(o[k], b);
+        __m256 lo = _mm256_unpacklo_ps(xe, xo), hi = _mm256_unpackhi_ps(xe, xo);
+        _mm256_storeu_ps(y + 16 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
+        _mm256_storeu_ps(y + 16 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
     }
 }
 #endif
@@ -286,9 +318,15 @@ static void in_groups(void *ctx, int q0, int q1)
 }
 
 /* Output rows [r0, r1): the tiles' outputs, plus bias and residual, written where valid. */
+static void out_up_rows(const wino_job *J, int r0, int r1);
+
 static void out_rows(void *ctx, int r0, int r1)
 {
     const wino_job *J = ctx;
+    if (J->up) {
+        out_up_rows(J, r0, r1);
+        return;
+    }
     const nf_seq s = J->s;
     const size_t ld = nf_seq_ld(s), ms = (size_t)J->cout * J->nt;
 #ifdef HAVE_X86
@@ -325,6 +363,46 @@ static void out_rows(void *ctx, int r0, int r1)
     }
 }
 
+/* The up-conv's output rows [r0, r1): row co from M rows co (even phase) and cout + co
+ * (odd), input position p to output positions 2 p and 2 p + 1 of layout so. */
+static void out_up_rows(const wino_job *J, int r0, int r1)
+{
+    const nf_seq s = J->s, so = J->so;
+    const size_t ldo = nf_seq_ld(so), ms = (size_t)2 * J->cout * J->nt;
+#ifdef HAVE_X86
+    const int vec = nf_cpu_avx2_fma();
+#endif
+    for (int co = r0; co < r1; co++) {
+        const float *me = J->M + (size_t)co * J->nt, *mo = J->M + (size_t)(J->cout + co) * J->nt;
+        const float bias = J->bias ? J->bias[co] : 0.0f;
+        for (long g = J->g0, end = J->g0 + J->nt; g < end;) {
+            int b = (int)(g / J->TB), j = (int)(g % J->TB);
+            int jend = J->TB - j < end - g ? J->TB : j + (int)(end - g);
+            float *y = J->out + (size_t)co * ldo + (size_t)b * so.S + so.off; /* position 0 */
+            for (; j < jend; j++, g++, me++, mo++) {
+#ifdef HAVE_X86
+                if (vec && j + 8 <= jend && 4 * j + 32 <= s.L) {
+                    out_up_block_avx2(me, mo, ms, bias, y + 8 * j);
+                    j += 7, g += 7, me += 7, mo += 7;
+                    continue;
+                }
+#endif
+                float mm[6], te[4], to[4];
+                for (int x = 0; x < 6; x++) mm[x] = me[x * ms];
+                out_tile(te, mm);
+                for (int x = 0; x < 6; x++) mm[x] = mo[x * ms];
+                out_tile(to, mm);
+                for (int q = 0; q < 4 && 4 * j + q < s.L; q++) {
+                    y[2 * (4 * j + q)] = te[q] + bias;
+                    y[2 * (4 * j + q) + 1] = to[q] + bias; /* Lout odd: the gap column */
+                }
+            }
+            /* Lout = 2 Lin - 1: the last output has no right neighbour (no w2 term). */
+            if (jend == J->TB && (so.L & 1)) y[so.L - 1] = nf_upconv3_last(J->in, s, b, J->w, J->bias, co, J->cin);
+        }
+    }
+}
+
 /* Tiles per block: the block's V (6 cin rows of tiles) and M (6 cout) within
  * WINO_BLOCK_FLOATS, and at least six blocks per thread. The size changes who computes
  * what, never the bits. Measured on the ref-wave forward (one process, alternating):
@@ -354,7 +432,8 @@ static void run_blocks(void *ctx, int who)
 {
     blocks_job *K = ctx;
     const wino_job *J = K->J;
-    const size_t pa = nf_gemm_packed_a_floats(J->cout, J->cin);
+    const int rows = J->up ? 2 * J->cout : J->cout; /* of M */
+    const size_t pa = nf_gemm_packed_a_floats(rows, J->cin);
     float *buf = K->buf + (size_t)who * K->per;
     long q;
     while ((q = atomic_fetch_add_explicit(&K->next, 1, memory_order_relaxed)) < K->blocks) {
@@ -367,36 +446,93 @@ static void run_blocks(void *ctx, int who)
         b.M = buf + 6 * vs;
         const int group = WINO_GROUP * NF_GEMM_PANEL_N;
         in_groups(&b, 0, (nt + group - 1) / group);
-        nf_gemm_packed_serial(6, J->cout, nt, J->cin, K->Up, pa, b.V, vs, b.M, (size_t)J->cout * nt, nt);
+        nf_gemm_packed_serial(6, rows, nt, J->cin, K->Up, pa, b.V, vs, b.M, (size_t)rows * nt, nt);
         out_rows(&b, 0, J->cout);
     }
+}
+
+/* The up-conv's weights as a 2 cout x cin x 3 conv: rows co (w0, w1 + w2, 0), the even
+ * phase, and cout + co (0, w0 + w1, w2), the odd (see nf_wino_upconv3). */
+static void up_weights(float *wp, const float *w, int cout, int cin)
+{
+    size_t n = (size_t)cout * cin;
+    for (size_t i = 0; i < n; i++) {
+        const float *k = w + 3 * i;
+        float *e = wp + 3 * i, *o = wp + 3 * (n + i);
+        e[0] = k[0], e[1] = k[1] + k[2], e[2] = 0.0f;
+        o[0] = 0.0f, o[1] = k[0] + k[1], o[2] = k[2];
+    }
+}
+
+size_t nf_wino_up_packed_floats(int cout, int cin) { return nf_wino_packed_floats(2 * cout, cin); }
+
+int nf_wino_up_pack(const float *w, int cout, int cin, float *dst)
+{
+    float *wp = malloc((size_t)6 * cout * cin * sizeof(float));
+    if (!wp) return -1;
+    up_weights(wp, w, cout, cin);
+    int rc = nf_wino_pack(wp, 2 * cout, cin, dst);
+    free(wp);
+    return rc;
+}
+
+int nf_wino_upconv3_applies(int cin, int cout, nf_seq si, nf_seq so)
+{
+    if (g_mode == 1) return 0;
+    if ((so.L != 2 * si.L && so.L != 2 * si.L - 1) || si.L < 2 || so.B != si.B || cin > NF_GEMM_PACKED_KMAX) return 0;
+    if (si.off < 1 || si.S - si.off - si.L < 1) return 0; /* the zero columns at -1 and L */
+    if (g_mode == 2) return 1;
+    return si.L >= WINO_UP_MIN_L && cin >= WINO_MIN_CH && cout >= WINO_MIN_CH;
+}
+
+/* The work of both entry points: rows = cout (a conv) or 2 cout (the up-conv, whose
+ * weights w are then the plain 3-tap ones, made into the phases here unless packed at
+ * model load under NF_PACKED_WINO_UP). */
+static int run(wino_job *J, const float *w, int rows)
+{
+    const int cin = J->cin, cout = J->cout;
+    const long T = J->nt;
+    const long nb = block_tiles(cin, rows, T, NT), blocks = (T + nb - 1) / nb;
+    int nt = NT < blocks ? NT : (int)blocks;
+    if ((size_t)T * (cin + rows) * 6 < NF_PAR_MIN_WORK) nt = 1;
+    /* Scratch of the calling thread: the phase weights (up-conv), the transformed weights
+     * U and their GEMM panels (unless packed at model load), then each participant's V and
+     * M; every part a multiple of 16 floats, so the panels stay 64-byte aligned. */
+    const float *pre = J->up ? nf_packed_find(NF_PACKED_WINO_UP, w, cout, cin) : nf_packed_find(NF_PACKED_WINO, w, cout, cin);
+    const size_t nw = pre || !J->up ? 0 : ((size_t)3 * rows * cin + 15) / 16 * 16;
+    const size_t nu = pre ? 0 : ((size_t)6 * rows * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(rows, cin);
+    const size_t pu = pre ? 0 : 6 * pa;
+    const size_t per = (6 * nf_gemm_packed_b_floats(cin, (int)nb) + (size_t)6 * rows * nb + 15) / 16 * 16;
+    float *W = scratch(nw + nu + pu + (size_t)nt * per);
+    if (!W) return -1;
+    float *U = W + nw;
+    const float *Up = pre;
+    if (!pre) {
+        if (J->up) {
+            up_weights(W, w, cout, cin);
+            w = W;
+        }
+        transform_pack(U, w, rows, cin, U + nu);
+        Up = U + nu;
+    }
+    blocks_job K = {J, Up, nb, blocks, U + nu + pu, per, 0};
+    atomic_init(&K.next, 0);
+    nf_pool_run(nt, run_blocks, &K);
+    return 0;
 }
 
 int nf_wino_conv3(float *out, const float *in, nf_seq s, const float *w, const float *bias, const float *res,
                   const float *row_add, int cin, int cout)
 {
     const int TB = (s.L + 3) / 4;
-    const long T = (long)s.B * TB;
-    const long nb = block_tiles(cin, cout, T, NT), blocks = (T + nb - 1) / nb;
-    int nt = NT < blocks ? NT : (int)blocks;
-    if ((size_t)T * (cin + cout) * 6 < NF_PAR_MIN_WORK) nt = 1;
-    /* Scratch of the calling thread: the transformed weights U and their GEMM panels
-     * (unless packed at model load), then each participant's V and M; every part a
-     * multiple of 16 floats, so the panels stay 64-byte aligned. */
-    const float *pre = nf_packed_find(NF_PACKED_WINO, w, cout, cin); /* transformed at model load */
-    const size_t nu = pre ? 0 : ((size_t)6 * cout * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(cout, cin);
-    const size_t pu = pre ? 0 : 6 * pa;
-    const size_t per = (6 * nf_gemm_packed_b_floats(cin, (int)nb) + (size_t)6 * cout * nb + 15) / 16 * 16;
-    float *U = scratch(nu + pu + (size_t)nt * per);
-    if (!U) return -1;
-    const float *Up = pre;
-    if (!pre) {
-        transform_pack(U, w, cout, cin, U + nu);
-        Up = U + nu;
-    }
-    wino_job J = {in, bias, res, row_add, out, NULL, NULL, s, TB, 0, T, cin, cout};
-    blocks_job K = {&J, Up, nb, blocks, U + nu + pu, per, 0};
-    atomic_init(&K.next, 0);
-    nf_pool_run(nt, run_blocks, &K);
-    return 0;
+    wino_job J = {in, bias, res, NULL, row_add, out, NULL, NULL, s, 0, s, TB, 0, (long)s.B * TB, cin, cout};
+    return run(&J, w, cout);
+}
+
+int nf_wino_upconv3(float *out, nf_seq so, const float *in, nf_seq si, const float *w, const float *bias, int cin,
+                    int cout)
+{
+    const int TB = (si.L + 3) / 4;
+    wino_job J = {in, bias, NULL, w, NULL, out, NULL, NULL, si, 1, so, TB, 0, (long)si.B * TB, cin, cout};
+    return run(&J, w, 2 * cout);
 }

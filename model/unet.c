@@ -501,7 +501,7 @@ static int inference_weights(const nf_unet *net, const float **ptr, int *M, int 
     }
     for (int k = 0; k < net->n_ops; k++) {
         const op_t *o = &net->ops[k];
-        if (o->kind != OP_UP) continue;
+        if (o->kind != OP_UP || nf_wino_upconv3_applies(o->cin, o->cout, o->si, o->so)) continue;
         for (int h = 0; h < 2; h++, n++)
             if (ptr) ptr[n] = net->upw + o->upw + (size_t)h * 2 * o->cin * o->cout, M[n] = o->cout, K[n] = 2 * o->cin;
     }
@@ -517,35 +517,48 @@ static void upconv_weights(nf_unet *net, const op_t *o)
 
 /* The residual blocks' kernel-3 convs that run by Winograd (nn_wino.c) at this network's
  * lengths: weight, cout, cin. Returns how many; fills the arrays when w is not NULL. */
-static int wino_weights(const nf_unet *net, const float **w, int *cout, int *cin)
+/* The weights that run by Winograd at inference: the ResBlocks' kernel-3 convs
+ * (NF_PACKED_WINO) and the Up convs (NF_PACKED_WINO_UP), as (kind, w, cout, cin). */
+static int wino_weights(const nf_unet *net, int *kind, const float **w, int *cout, int *cin)
 {
     int n = 0;
     for (int k = 0; k < net->n_ops; k++) {
         const op_t *o = &net->ops[k];
+        if (o->kind == OP_UP && nf_wino_upconv3_applies(o->cin, o->cout, o->si, o->so)) {
+            if (w) kind[n] = NF_PACKED_WINO_UP, w[n] = net->params + net->tensors[o->p0].offset, cout[n] = o->cout,
+                   cin[n] = o->cin;
+            n++;
+        }
         if (o->kind != OP_RES) continue;
         const int pi[2] = {2, 8}, ci[2] = {o->cin, o->cout}; /* conv1: cin -> cout; conv2 */
         for (int c = 0; c < 2; c++) {
             nf_conv_dims d = {ci[c], o->cout, 3, 1, 1, 1};
             if (!nf_wino_applies(d, o->si, o->si)) continue;
-            if (w) w[n] = net->params + net->tensors[o->p0 + pi[c]].offset, cout[n] = o->cout, cin[n] = ci[c];
+            if (w) kind[n] = NF_PACKED_WINO, w[n] = net->params + net->tensors[o->p0 + pi[c]].offset, cout[n] = o->cout,
+                   cin[n] = ci[c];
             n++;
         }
     }
     return n;
 }
 
-/* Transforms and registers the Winograd convs' weights (nf_wino_pack); NOMEM leaves
- * them transformed per call. */
+static size_t wino_floats(int kind, int cout, int cin)
+{
+    return kind == NF_PACKED_WINO_UP ? nf_wino_up_packed_floats(cout, cin) : nf_wino_packed_floats(cout, cin);
+}
+
+/* Transforms and registers the Winograd convs' weights (nf_wino_pack, nf_wino_up_pack);
+ * NOMEM leaves the rest to be transformed per call. */
 static void prepack_wino(nf_unet *net)
 {
-    int n = wino_weights(net, NULL, NULL, NULL);
+    int n = wino_weights(net, NULL, NULL, NULL, NULL);
     if (n == 0) return;
     const float **w = malloc((size_t)n * sizeof *w);
-    int *co = malloc((size_t)n * sizeof *co), *ci = malloc((size_t)n * sizeof *ci);
+    int *kd = malloc((size_t)n * sizeof *kd), *co = malloc((size_t)n * sizeof *co), *ci = malloc((size_t)n * sizeof *ci);
     size_t total = 0;
-    if (w && co && ci) {
-        wino_weights(net, w, co, ci);
-        for (int i = 0; i < n; i++) total += nf_wino_packed_floats(co[i], ci[i]);
+    if (w && kd && co && ci) {
+        wino_weights(net, kd, w, co, ci);
+        for (int i = 0; i < n; i++) total += wino_floats(kd[i], co[i], ci[i]);
         net->wpacked = aligned_alloc(64, (total * sizeof(float) + 63) / 64 * 64);
     }
     if (net->wpacked) {
@@ -553,12 +566,13 @@ static void prepack_wino(nf_unet *net)
         size_t off = 0;
         for (int i = 0; i < n; i++) {
             float *dst = net->wpacked + off;
-            if (nf_wino_pack(w[i], co[i], ci[i], dst) || !nf_packed_register(NF_PACKED_WINO, w[i], co[i], ci[i], dst))
-                break;
-            off += nf_wino_packed_floats(co[i], ci[i]); /* a multiple of 512 floats */
+            int rc = kd[i] == NF_PACKED_WINO_UP ? nf_wino_up_pack(w[i], co[i], ci[i], dst)
+                                                : nf_wino_pack(w[i], co[i], ci[i], dst);
+            if (rc || !nf_packed_register(kd[i], w[i], co[i], ci[i], dst)) break;
+            off += wino_floats(kd[i], co[i], ci[i]); /* a multiple of 512 floats */
         }
     }
-    free(w), free(co), free(ci);
+    free(w), free(kd), free(co), free(ci);
 }
 
 nf_status nf_unet_prepack(nf_unet *net)
@@ -581,7 +595,8 @@ nf_status nf_unet_prepack(nf_unet *net)
      * panels: none are made for it. */
     int kept = 0;
     for (int i = 0; i < n; i++)
-        if (K[i] % 3 || !nf_packed_find(NF_PACKED_WINO, ptr[i], M[i], K[i] / 3))
+        if (K[i] % 3 || (!nf_packed_find(NF_PACKED_WINO, ptr[i], M[i], K[i] / 3) &&
+                         !nf_packed_find(NF_PACKED_WINO_UP, ptr[i], M[i], K[i] / 3)))
             ptr[kept] = ptr[i], M[kept] = M[i], K[kept] = K[i], kept++;
     n = kept;
     if (n == 0) {
@@ -794,10 +809,16 @@ static void op_forward(nf_unet *net, op_t *o, int train)
         break;
     }
     case OP_UP:
+        /* Inference: the conv of the upsampled signal without the resized copy (training
+         * keeps it for the backward pass): by Winograd (nn_wino.c, the even and odd
+         * outputs' filters over the input's tiles; half the multiplies of the direct
+         * conv), else by polyphase weights (two thirds). */
+        if (!train && nf_wino_upconv3_applies(o->cin, o->cout, o->si, o->so) &&
+            nf_wino_upconv3(o->out, o->so, o->in, o->si, PRM(net, o, 0), PRM(net, o, 1), o->cin, o->cout) == 0) {
+            nf_seq_zero_gaps(o->out, o->cout, o->so);
+            break;
+        }
         if (!train && o->si.L >= UPCONV_MIN_L && nf_upconv3_applies(o->si.L, o->so.L)) {
-            /* Inference: the conv of the upsampled signal by polyphase weights (two thirds
-             * of the multiplies, no resized copy); training keeps the resized input for
-             * the backward pass. */
             if (!net->upw_ready) upconv_weights(net, o);
             const float *we = net->upw + o->upw;
             nf_upconv3_forward(o->out, o->so, o->col, o->in, o->si, we, we + (size_t)2 * o->cin * o->cout,

@@ -264,8 +264,9 @@ static void test_determinism(void)
     /* Inference with the weights packed once (nf_unet_prepack): the same bits, alone and
      * in the batch; and nf_unet_params() drops the packed copy, so a weight changed
      * through it is seen by the next forward (no stale panels). Also with every kernel-3
-     * conv by Winograd (forced; this network's sequences are too short for it otherwise),
-     * whose transformed weights the prepack makes once. */
+     * conv and Up conv by Winograd (forced; this network's sequences are too short for it
+     * otherwise; its Ups go to odd lengths), whose transformed weights the prepack makes
+     * once. */
     for (int wm = 0; wm <= 2; wm += 2) {
     nf_wino_force(wm);
     for (int th = 1; th <= 2; th++) {
@@ -278,12 +279,13 @@ static void test_determinism(void)
         CHECK(!memcmp(o1 + (size_t)c.out_ch * L, o2, (size_t)c.out_ch * L * 4),
               "packed weights: example alone differs from the batch (%d threads)", th);
     }
-    /* The input conv, and a residual block's first conv (Winograd when forced). */
-    for (int which = 0; which < 2; which++) {
+    /* The input conv, a residual block's first conv and an Up conv (Winograd when
+     * forced). */
+    for (int which = 0; which < 3; which++) {
         const nf_param_info *ti = NULL;
         for (int i = 0; i < nf_unet_num_tensors(net) && !ti; i++) {
             const nf_param_info *q = nf_unet_tensor(net, i);
-            if (q->ndim == 3 && (which == 0 || strstr(q->name, "conv1"))) ti = q;
+            if (q->ndim == 3 && (which == 0 || strstr(q->name, which == 1 ? "conv1" : "upsample"))) ti = q;
         }
         CHECK(ti != NULL, "no conv weight %d", which);
         if (!ti) continue;

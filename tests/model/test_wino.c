@@ -11,6 +11,9 @@
  *   an example);
  * - a per-example row term (the ResBlock's time embedding) added in the output transform
  *   giving the same bits as adding it afterwards;
+ * - the up-conv (nearest x2 upsampling then the conv, by the two phases' filters) against
+ *   the direct conv of the upsampled input, within the same bound; its packed weights and
+ *   the batch and thread count not changing its bits;
  * - an example's output the same, bit for bit, alone or in a batch (at any place), and on
  *   1 or 2 threads; and the automatic choice independent of the batch. */
 #include "nf_nn.h"
@@ -157,6 +160,76 @@ static void check_row_add(int B, int L, int cin, int cout, int threads)
     free(x), free(r), free(w), free(bias), free(E), free(y1), free(y2);
 }
 
+/* nf_wino_upconv3 against the direct conv of the upsampled input: every output within
+ * the rounding bound (S over the upsampled input's terms); the same bits with its phase
+ * weights packed once, and for an example alone or in the batch, on 1 or 2 threads. */
+static void check_up(int B, int Lin, int Lout, int cin, int cout)
+{
+    nf_seq si = nf_seq_make(B, Lin), so = nf_seq_make(B, Lout);
+    size_t ldi = nf_seq_ld(si), ldo = nf_seq_ld(so);
+    float *x = make_input(cin, si, 130);
+    float *w = malloc((size_t)cout * cin * 3 * sizeof(float)), *bias = malloc((size_t)cout * sizeof(float));
+    nf_randn(w, (size_t)cout * cin * 3, 131, 1, 0);
+    nf_randn(bias, (size_t)cout, 132, 1, 0);
+    float *u = calloc((size_t)cin * ldo, sizeof(float));
+    nf_upsample_forward(u, so, x, si, cin);
+    float *yd = conv(1, u, so, w, bias, cin, cout, RES_NONE, NULL);
+    CHECK(nf_wino_upconv3_applies(cin, cout, si, so), "B %d Lin %d cin %d cout %d: up-conv refused", B, Lin, cin, cout);
+    float *yw = malloc((size_t)cout * ldo * sizeof(float));
+    for (size_t i = 0; i < (size_t)cout * ldo; i++) yw[i] = NAN;
+    nf_set_threads(2);
+    CHECK(nf_wino_upconv3(yw, so, x, si, w, bias, cin, cout) == 0, "%s", "nf_wino_upconv3 failed");
+    nf_seq_zero_gaps(yw, cout, so);
+    int bad = 0;
+    double worst = 0.0;
+    for (int co = 0; co < cout; co++)
+        for (int b = 0; b < B; b++)
+            for (int p = 0; p < Lout; p++) {
+                size_t i = (size_t)co * ldo + (size_t)b * so.S + so.off + p;
+                double S = fabs(bias[co]);
+                for (int ci = 0; ci < cin; ci++)
+                    for (int t = 0; t < 3; t++) {
+                        int q = p + t - 1;
+                        double uv = q < 0 || q >= Lout ? 0.0 : u[(size_t)ci * ldo + (size_t)b * so.S + so.off + q];
+                        S += fabs(w[((size_t)co * cin + ci) * 3 + t] * uv);
+                    }
+                double err = fabs((double)yw[i] - yd[i]);
+                if (!(err <= TOL * FLT_EPSILON * S + 1e-30)) bad++;
+                if (err / (FLT_EPSILON * S + 1e-30) > worst) worst = err / (FLT_EPSILON * S + 1e-30);
+            }
+    CHECK(bad == 0, "up B %d Lin %d Lout %d cin %d cout %d: %d outputs off (worst %.1f eps S)", B, Lin, Lout, cin, cout, bad, worst);
+    if (worst > g_worst) g_worst = worst;
+    /* Phase weights packed once: the same bits. */
+    float *pk = aligned_alloc(64, nf_wino_up_packed_floats(cout, cin) * sizeof(float));
+    float *yp = calloc((size_t)cout * ldo, sizeof(float));
+    CHECK(nf_wino_up_pack(w, cout, cin, pk) == 0 && nf_packed_register(NF_PACKED_WINO_UP, w, cout, cin, pk),
+          "%s", "packing the up-conv's weights failed");
+    CHECK(nf_wino_upconv3(yp, so, x, si, w, bias, cin, cout) == 0, "%s", "nf_wino_upconv3 (packed) failed");
+    nf_seq_zero_gaps(yp, cout, so);
+    CHECK(memcmp(yp, yw, (size_t)cout * ldo * sizeof(float)) == 0, "up B %d Lin %d: packed weights change the bits", B,
+          Lin);
+    nf_gemm_unregister_packed(pk, nf_wino_up_packed_floats(cout, cin));
+    /* Each example alone, on 1 and 2 threads: the same bits as in the batch. */
+    nf_seq si1 = nf_seq_make(1, Lin), so1 = nf_seq_make(1, Lout);
+    size_t ldi1 = nf_seq_ld(si1), ldo1 = nf_seq_ld(so1);
+    float *x1 = malloc((size_t)cin * ldi1 * sizeof(float)), *y1 = calloc((size_t)cout * ldo1, sizeof(float));
+    int diff = 0;
+    for (int b = 0; b < B; b++) {
+        for (int ci = 0; ci < cin; ci++)
+            memcpy(x1 + (size_t)ci * ldi1, x + (size_t)ci * ldi + (size_t)b * si.S, (size_t)si.S * sizeof(float));
+        for (int nt = 1; nt <= 2; nt++) {
+            nf_set_threads(nt);
+            CHECK(nf_wino_upconv3(y1, so1, x1, si1, w, bias, cin, cout) == 0, "%s", "nf_wino_upconv3 failed");
+            for (int co = 0; co < cout; co++)
+                diff += memcmp(y1 + (size_t)co * ldo1 + so1.off, yw + (size_t)co * ldo + (size_t)b * so.S + so.off,
+                               (size_t)Lout * sizeof(float)) != 0;
+        }
+    }
+    CHECK(diff == 0, "up B %d Lin %d: %d rows differ alone / in the batch / by thread count", B, Lin, diff);
+    nf_set_threads(1);
+    free(x), free(w), free(bias), free(u), free(yd), free(yw), free(pk), free(yp), free(x1), free(y1);
+}
+
 int main(void)
 {
     /* Lengths around the 32-column vector blocks and the 4-column tiles. */
@@ -175,6 +248,13 @@ int main(void)
     check_batch_independent(4, 37, 16, 16);
     check_batch_independent(3, 16384, 16, 16); /* blocks ending inside examples */
     check_row_add(3, 300, 16, 24, 2);
+    /* The up-conv: lengths around the vector blocks, several blocks per example. */
+    check_up(1, 126, 252, 16, 16);
+    check_up(1, 126, 251, 16, 16); /* odd output length: the last sample has no w2 term */
+    check_up(1, 256, 512, 16, 16);
+    check_up(2, 293, 586, 24, 16);
+    check_up(2, 251, 501, 24, 16);
+    check_up(3, 1000, 2000, 16, 32);
     check_row_add(2, 1000, 32, 16, 1);
 
     /* The automatic choice: the layer and the example's length, never the batch. */
@@ -183,6 +263,13 @@ int main(void)
         CHECK(nf_wino_applies(d, nf_seq_make(B, 256), nf_seq_make(B, 256)), "B %d, L 256: Winograd", B);
         CHECK(!nf_wino_applies(d, nf_seq_make(B, 255), nf_seq_make(B, 255)), "B %d, L 255: direct", B);
     }
+    for (int B = 1; B <= 9; B += 4) {
+        CHECK(nf_wino_upconv3_applies(16, 16, nf_seq_make(B, 96), nf_seq_make(B, 192)), "up B %d, Lin 96: Winograd", B);
+        CHECK(!nf_wino_upconv3_applies(16, 16, nf_seq_make(B, 95), nf_seq_make(B, 190)), "up B %d, Lin 95: not", B);
+    }
+    CHECK(nf_wino_upconv3_applies(16, 16, nf_seq_make(1, 200), nf_seq_make(1, 399)), "%s", "up to 2 Lin - 1: Winograd");
+    CHECK(!nf_wino_upconv3_applies(16, 16, nf_seq_make(1, 200), nf_seq_make(1, 398)), "%s", "up to 2 Lin - 2: not");
+    CHECK(!nf_wino_upconv3_applies(8, 16, nf_seq_make(1, 200), nf_seq_make(1, 400)), "%s", "up, 8 inputs: not");
     nf_conv_dims narrow = {8, 16, 3, 1, 1, 1}, strided = {16, 16, 3, 2, 1, 1}, dil = {16, 16, 3, 1, 2, 2};
     CHECK(!nf_wino_applies(narrow, nf_seq_make(1, 4096), nf_seq_make(1, 4096)), "%s", "8 input channels: direct");
     CHECK(!nf_wino_applies(strided, nf_seq_make(1, 4096), nf_seq_make(1, 2048)), "%s", "stride 2: direct");
