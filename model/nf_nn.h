@@ -187,7 +187,7 @@ typedef struct {
 
 int nf_conv_out_len(nf_conv_dims d, int L);
 /* Whether nf_conv1d_forward computes this conv by Winograd F(4, 3) (nn_wino.c): kernel 3,
- * stride 1, "same" padding, an example length of at least 256, 16-512 input and at least
+ * stride 1, "same" padding, an example length of at least 192, 16-512 input and at least
  * 16 output channels; the batch never enters the decision. */
 int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so);
 /* out = conv3(in) + bias (+ res) (+ row_add[b][co] on example b's row co) at the valid

@@ -28,7 +28,7 @@
  * thread count.
  *
  * Which convs: nf_wino_applies() (kernel 3, stride 1, same padding, 16-512 input and 16+
- * output channels, examples of 256 or more). The decision depends only on the layer and
+ * output channels, examples of 192 or more). The decision depends only on the layer and
  * the example's length, never on the batch. */
 #include "nf_nn.h"
 
@@ -48,7 +48,13 @@
 #endif
 
 #define NT nf_nn_threads()
-#define WINO_MIN_L 256       /* examples shorter than this use the direct conv */
+/* Examples shorter than this use the direct conv. Its transformed weights are twice the
+ * direct conv's, read from memory once a forward, while it halves the multiplies per
+ * output: at batch 1 (same-process A/B) ref-stft's 129 frames measured 7% slower a
+ * forward with Winograd, the default model's 251 4% faster (9% at batch 4, its training
+ * step 3% at batch 16); an isolated conv with its weights in cache is faster at any
+ * length from 129 up. */
+#define WINO_MIN_L 192
 #define WINO_MIN_CH 16       /* as do layers with fewer input or output channels */
 /* The up-conv from this input length (measured, same-process A/B at batch 1: the default
  * model's forward 5-6% faster with its inputs of 126 and 252 (63 no faster), ref-wave's

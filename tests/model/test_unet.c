@@ -264,7 +264,7 @@ static void test_determinism(void)
     /* Inference with the weights packed once (nf_unet_prepack): the same bits, alone and
      * in the batch; and nf_unet_params() drops the packed copy, so a weight changed
      * through it is seen by the next forward (no stale panels). Also with every kernel-3
-     * conv and Up conv by Winograd (forced; this network's sequences are too short for it
+     * conv and Up conv by Winograd (forced; this network's 8-16 channels are too few for it
      * otherwise; its Ups go to odd lengths), whose transformed weights the prepack makes
      * once. */
     for (int wm = 0; wm <= 2; wm += 2) {
