@@ -15,7 +15,7 @@
  * a thread transforms its block's inputs, runs the block's six GEMMs and transforms
  * their outputs back, in scratch of its own, with no barrier between the steps (three
  * passes over the whole batch, each shared by the threads, waited for each other and
- * measured 8% slower at batch 8).
+ * measured 8-10% slower at batch 8).
  *
  * Numerics: the transforms use the points 0, +-1, +-2 and infinity, whose matrices hold
  * small integers and 1/4, 1/6, 1/12, 1/24; the result differs from the direct sum by
@@ -200,8 +200,6 @@ __attribute__((target("avx2,fma"))) static void in_block_avx2(const float *x, fl
     _mm256_storeu_ps(v + 5 * vs, v5);
 }
 
-/* Eight tiles' outputs from m[x][i] (stride ms), plus bias, residual and (radd) e, to
- * y[0 .. 32). */
 /* A^T m of eight tiles from m[x][i] (stride ms), interleaved: o[k] = outputs 8k .. 8k+7. */
 __attribute__((target("avx2,fma"))) static inline void out_core(const float *m, size_t ms, __m256 o[4])
 {
@@ -224,6 +222,8 @@ __attribute__((target("avx2,fma"))) static inline void out_core(const float *m, 
     o[3] = _mm256_permute2f128_ps(v2, v3, 0x31);
 }
 
+/* Eight tiles' outputs from m[x][i] (stride ms), plus bias, residual and (radd) e, to
+ * y[0 .. 32). */
 __attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, size_t ms, float bias, const float *res,
                                                               int radd, float e, float *y)
 {
@@ -504,7 +504,7 @@ static int run(wino_job *J, const float *w, int rows)
     /* Scratch of the calling thread: the phase weights (up-conv), the transformed weights
      * U and their GEMM panels (unless packed at model load), then each participant's V and
      * M; every part a multiple of 16 floats, so the panels stay 64-byte aligned. */
-    const float *pre = J->up ? nf_packed_find(NF_PACKED_WINO_UP, w, cout, cin) : nf_packed_find(NF_PACKED_WINO, w, cout, cin);
+    const float *pre = nf_packed_find(J->up ? NF_PACKED_WINO_UP : NF_PACKED_WINO, w, cout, cin);
     const size_t nw = pre || !J->up ? 0 : ((size_t)3 * rows * cin + 15) / 16 * 16;
     const size_t nu = pre ? 0 : ((size_t)6 * rows * cin + 15) / 16 * 16, pa = nf_gemm_packed_a_floats(rows, cin);
     const size_t pu = pre ? 0 : 6 * pa;

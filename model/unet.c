@@ -554,7 +554,8 @@ static void prepack_wino(nf_unet *net)
     int n = wino_weights(net, NULL, NULL, NULL, NULL);
     if (n == 0) return;
     const float **w = malloc((size_t)n * sizeof *w);
-    int *kd = malloc((size_t)n * sizeof *kd), *co = malloc((size_t)n * sizeof *co), *ci = malloc((size_t)n * sizeof *ci);
+    int *kd = malloc((size_t)n * sizeof *kd), *co = malloc((size_t)n * sizeof *co);
+    int *ci = malloc((size_t)n * sizeof *ci);
     size_t total = 0;
     if (w && kd && co && ci) {
         wino_weights(net, kd, w, co, ci);

@@ -154,8 +154,8 @@ static void check_row_add(int B, int L, int cin, int cout, int threads)
     for (int co = 0; co < cout; co++)
         for (int b = 0; b < B; b++)
             for (int l = 0; l < L; l++) y2[(size_t)co * ld + (size_t)b * s.S + s.off + l] += E[(size_t)b * cout + co];
-    CHECK(memcmp(y1, y2, (size_t)cout * ld * sizeof(float)) == 0, "B %d L %d cin %d cout %d: row_add differs from adding after",
-          B, L, cin, cout);
+    CHECK(memcmp(y1, y2, (size_t)cout * ld * sizeof(float)) == 0,
+          "B %d L %d cin %d cout %d: row_add differs from adding after", B, L, cin, cout);
     nf_set_threads(1);
     free(x), free(r), free(w), free(bias), free(E), free(y1), free(y2);
 }
@@ -197,7 +197,8 @@ static void check_up(int B, int Lin, int Lout, int cin, int cout)
                 if (!(err <= TOL * FLT_EPSILON * S + 1e-30)) bad++;
                 if (err / (FLT_EPSILON * S + 1e-30) > worst) worst = err / (FLT_EPSILON * S + 1e-30);
             }
-    CHECK(bad == 0, "up B %d Lin %d Lout %d cin %d cout %d: %d outputs off (worst %.1f eps S)", B, Lin, Lout, cin, cout, bad, worst);
+    CHECK(bad == 0, "up B %d Lin %d Lout %d cin %d cout %d: %d outputs off (worst %.1f eps S)", B, Lin, Lout, cin,
+          cout, bad, worst);
     if (worst > g_worst) g_worst = worst;
     /* Phase weights packed once: the same bits. */
     float *pk = aligned_alloc(64, nf_wino_up_packed_floats(cout, cin) * sizeof(float));
