@@ -215,7 +215,9 @@ int nf_wino_pack(const float *w, int cout, int cin, float *dst);
  * rounding of it (tests/model/test_wino.c); for Lout = 2 Lin - 1 (nearest resizing of an
  * odd length) the last output has no w2 term and is computed alone (nf_upconv3_last).
  * Applies when Lout is 2 Lin or 2 Lin - 1, Lin >= 96, 16-512 input and 16+ output
- * channels. Returns 0, or -1 with nothing written (no scratch).
+ * channels, and both layouts have a zero column either side of each example (the input's
+ * are read as the padding; the output's after it may be written, the caller zeroes
+ * gaps). Returns 0, or -1 with nothing written (no scratch).
  * Weights fixed for a while (an inference network): nf_wino_up_pack into
  * nf_wino_up_packed_floats() floats, registered as nf_packed_register(
  * NF_PACKED_WINO_UP, w, cout, cin, dst); the result is then the same, bit for bit. */

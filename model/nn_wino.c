@@ -487,6 +487,7 @@ int nf_wino_upconv3_applies(int cin, int cout, nf_seq si, nf_seq so)
     if (g_mode == 1) return 0;
     if ((so.L != 2 * si.L && so.L != 2 * si.L - 1) || si.L < 2 || so.B != si.B || cin > NF_GEMM_PACKED_KMAX) return 0;
     if (si.off < 1 || si.S - si.off - si.L < 1) return 0; /* the zero columns at -1 and L */
+    if (so.off < 1 || so.S - so.off - so.L < 1) return 0; /* an odd Lout's last odd output lands at L */
     if (g_mode == 2) return 1;
     return si.L >= WINO_UP_MIN_L && cin >= WINO_MIN_CH && cout >= WINO_MIN_CH;
 }

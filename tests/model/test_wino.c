@@ -271,6 +271,8 @@ int main(void)
     CHECK(nf_wino_upconv3_applies(16, 16, nf_seq_make(1, 200), nf_seq_make(1, 399)), "%s", "up to 2 Lin - 1: Winograd");
     CHECK(!nf_wino_upconv3_applies(16, 16, nf_seq_make(1, 200), nf_seq_make(1, 398)), "%s", "up to 2 Lin - 2: not");
     CHECK(!nf_wino_upconv3_applies(8, 16, nf_seq_make(1, 200), nf_seq_make(1, 400)), "%s", "up, 8 inputs: not");
+    nf_seq tight = {1, 399, 400, 1}; /* no zero column after the output */
+    CHECK(!nf_wino_upconv3_applies(16, 16, nf_seq_make(1, 200), tight), "%s", "up into a layout without a gap: not");
     nf_conv_dims narrow = {8, 16, 3, 1, 1, 1}, strided = {16, 16, 3, 2, 1, 1}, dil = {16, 16, 3, 1, 2, 2};
     CHECK(!nf_wino_applies(narrow, nf_seq_make(1, 4096), nf_seq_make(1, 4096)), "%s", "8 input channels: direct");
     CHECK(!nf_wino_applies(strided, nf_seq_make(1, 4096), nf_seq_make(1, 2048)), "%s", "stride 2: direct");
