@@ -228,6 +228,12 @@ size_t nf_wino_up_packed_floats(int cout, int cin);
 int nf_wino_up_pack(const float *w, int cout, int cin, float *dst);
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d);
+/* The same, then row_add[b][co] (NULL: none) added to example b's valid columns of row co
+ * (the ResBlock's time embedding): by the Winograd output transform where the conv runs
+ * by Winograd, else by a pass over out; the same bits either way. */
+void nf_conv1d_forward_rows(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
+                            const float *w, const float *bias, const float *res, const float *row_add,
+                            nf_conv_dims d);
 /* dw is overwritten; din and dbias accumulate. din may be NULL (no input gradient).
  * dout's gaps are zeroed here. `dcol` is scratch like `col` (stride > 1 only); `wt` as
  * in forward (rewritten). */

@@ -154,14 +154,43 @@ static void gather_cols(float *col, nf_seq so, const float *in, nf_seq si, nf_co
     nf_par_for(NT, d.cin * d.k, (size_t)d.cin * d.k * nf_seq_ld(so), gather_rows, &J);
 }
 
+typedef struct {
+    float *h;
+    const float *add;
+    int C;
+    nf_seq s;
+} add_rows_job;
+
+static void add_rows(void *v, int r0, int r1)
+{
+    const add_rows_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    for (int r = r0; r < r1; r++) {
+        int c = r / s.B, b = r % s.B;
+        float e = J->add[(size_t)b * J->C + c];
+        float *row = J->h + (size_t)c * ld + (size_t)b * s.S + s.off;
+        for (int l = 0; l < s.L; l++) row[l] += e;
+    }
+}
+
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d)
 {
+    nf_conv1d_forward_rows(out, so, col, wt, in, si, w, bias, res, NULL, d);
+}
+
+void nf_conv1d_forward_rows(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
+                            const float *w, const float *bias, const float *res, const float *row_add,
+                            nf_conv_dims d)
+{
     (void)wt;
     /* out = bias (+ res) + conv(in): the GEMM adds bias and residual in its epilogue
-     * (same bits as storing them first), then the gap columns are zeroed. */
-    if (nf_wino_applies(d, si, so) && nf_wino_conv3(out, in, so, w, bias, res, NULL, d.cin, d.cout) == 0) {
+     * (same bits as storing them first), then the gap columns are zeroed. A Winograd
+     * conv also adds row_add as it writes out; otherwise a pass over out does. */
+    if (nf_wino_applies(d, si, so) && nf_wino_conv3(out, in, so, w, bias, res, row_add, d.cin, d.cout) == 0) {
         /* Long sequences: half the multiply-adds (nn_wino.c). */
+        row_add = NULL;
     } else if (d.stride == 1) {
         /* out[co][n] = sum_{ci,j} w[co][ci*k + j] in[ci][n + shift + j dil]: one GEMM
          * with K = cin k whose B operand is the k shifted views of `in`. */
@@ -179,6 +208,10 @@ void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float
                           (int)ldo);
     }
     nf_seq_zero_gaps(out, d.cout, so);
+    if (row_add) {
+        add_rows_job J = {out, row_add, d.cout, so};
+        nf_par_for(NT, d.cout * so.B, (size_t)d.cout * nf_seq_ld(so), add_rows, &J);
+    }
 }
 
 typedef struct {

@@ -6,49 +6,15 @@
 static nf_conv_dims conv3(int cin, int cout) { nf_conv_dims d = {cin, cout, 3, 1, 1, 1}; return d; }
 static nf_conv_dims conv1(int cin, int cout) { nf_conv_dims d = {cin, cout, 1, 1, 1, 0}; return d; }
 
-typedef struct {
-    float *h;
-    const float *embp;
-    int C;
-    nf_seq s;
-} add_emb_job;
-
-static void add_emb_rows(void *v, int r0, int r1)
-{
-    const add_emb_job *J = v;
-    nf_seq s = J->s;
-    size_t ld = nf_seq_ld(s);
-    for (int r = r0; r < r1; r++) {
-        int c = r / s.B, b = r % s.B;
-        float e = J->embp[(size_t)b * J->C + c];
-        float *row = J->h + (size_t)c * ld + (size_t)b * s.S + s.off;
-        for (int l = 0; l < s.L; l++) row[l] += e;
-    }
-}
-
-/* Adds embp[b][c] to the valid columns of example b of h. */
-static void add_emb(float *h, const float *embp, int C, nf_seq s)
-{
-    add_emb_job J = {h, embp, C, s};
-    nf_par_for(nf_nn_threads(), C * s.B, (size_t)C * nf_seq_ld(s), add_emb_rows, &J);
-}
-
 void nf_resblock_forward(float *out, const nf_resblock_acts *a, const float *in,
                          const float *semb, const float *const *p, nf_resblock_dims d, nf_seq s,
                          float *wt, float dropout, uint64_t dropout_seed, uint64_t layer)
 {
     int G = d.groups;
-    /* h = conv3(SiLU(GN(x))) + Linear(SiLU(emb)); a Winograd conv adds the embedding as
-     * it writes h (the same bits as add_emb after it, one pass less). */
+    /* h = conv3(SiLU(GN(x))) + Linear(SiLU(emb)) */
     nf_groupnorm_forward(a->a1, a->m1, a->r1, in, p[0], p[1], d.cin, G, GN_EPS, 1, s);
     nf_linear_forward(a->embp, semb, p[4], p[5], s.B, d.emb_dim, d.cout);
-    nf_conv_dims d1 = conv3(d.cin, d.cout);
-    if (nf_wino_applies(d1, s, s) && nf_wino_conv3(a->h1, a->a1, s, p[2], p[3], NULL, a->embp, d.cin, d.cout) == 0) {
-        nf_seq_zero_gaps(a->h1, d.cout, s);
-    } else {
-        nf_conv1d_forward(a->h1, s, NULL, wt, a->a1, s, p[2], p[3], NULL, d1);
-        add_emb(a->h1, a->embp, d.cout, s);
-    }
+    nf_conv1d_forward_rows(a->h1, s, NULL, wt, a->a1, s, p[2], p[3], NULL, a->embp, conv3(d.cin, d.cout));
     /* h = conv3(dropout(SiLU(GN(h)))) + skip(x) */
     nf_groupnorm_forward(a->a2, a->m2, a->r2, a->h1, p[6], p[7], d.cout, G, GN_EPS, 1, s);
     nf_dropout_forward(a->a2, d.cout, s, dropout, dropout_seed, layer);

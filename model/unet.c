@@ -515,10 +515,9 @@ static void upconv_weights(nf_unet *net, const op_t *o)
                        o->cout);
 }
 
-/* The residual blocks' kernel-3 convs that run by Winograd (nn_wino.c) at this network's
- * lengths: weight, cout, cin. Returns how many; fills the arrays when w is not NULL. */
-/* The weights that run by Winograd at inference: the ResBlocks' kernel-3 convs
- * (NF_PACKED_WINO) and the Up convs (NF_PACKED_WINO_UP), as (kind, w, cout, cin). */
+/* The weights that run by Winograd at inference at this network's lengths: the ResBlocks'
+ * kernel-3 convs (NF_PACKED_WINO) and the Up convs (NF_PACKED_WINO_UP), as (kind, w,
+ * cout, cin). Returns how many; fills the arrays when w is not NULL. */
 static int wino_weights(const nf_unet *net, int *kind, const float **w, int *cout, int *cin)
 {
     int n = 0;
