@@ -59,10 +59,44 @@ static float *conv(int mode, const float *x, nf_seq s, const float *w, const flo
 
 static double g_worst; /* largest |wino - direct| / (eps S) seen */
 
+/* The valid outputs of yw farther from the direct conv's yd than TOL eps S, S the sum of
+ * the magnitudes of the output's terms: the 3 cin products w x of input x (layout s,
+ * zero outside the example), bias and residual r. Sets *worst to the largest error in
+ * units of eps S (and g_worst) and, if gaps is not NULL, counts the nonzero gap columns
+ * of yw beside each example. */
+static int off_bound(const float *yw, const float *yd, const float *x, nf_seq s, const float *w, const float *bias,
+                     const float *r, int cin, int cout, double *worst, int *gaps)
+{
+    size_t ld = nf_seq_ld(s);
+    int bad = 0;
+    for (int co = 0; co < cout; co++)
+        for (int b = 0; b < s.B; b++)
+            for (int p = -1; p <= s.L; p++) {
+                size_t i = (size_t)co * ld + (size_t)b * s.S + s.off + p;
+                if (p < 0 || p == s.L) {
+                    if (gaps && yw[i] != 0.0f) (*gaps)++;
+                    continue;
+                }
+                double S = 0.0;
+                for (int ci = 0; ci < cin; ci++)
+                    for (int t = 0; t < 3; t++) {
+                        int q = p + t - 1;
+                        double xv = q < 0 || q >= s.L ? 0.0 : x[(size_t)ci * ld + (size_t)b * s.S + s.off + q];
+                        S += fabs(w[((size_t)co * cin + ci) * 3 + t] * xv);
+                    }
+                if (bias) S += fabs(bias[co]);
+                if (r) S += fabs(r[i]);
+                double err = fabs((double)yw[i] - yd[i]), lim = TOL * FLT_EPSILON * S + 1e-30;
+                if (!(err <= lim)) bad++;
+                if (err / (FLT_EPSILON * S + 1e-30) > *worst) *worst = err / (FLT_EPSILON * S + 1e-30);
+            }
+    if (*worst > g_worst) g_worst = *worst;
+    return bad;
+}
+
 static void check_case(int B, int L, int cin, int cout, int with_bias, res_mode rm, uint64_t seed)
 {
     nf_seq s = nf_seq_make(B, L);
-    size_t ld = nf_seq_ld(s);
     float *x = make_input(cin, s, seed);
     float *w = malloc((size_t)cout * cin * 3 * sizeof(float));
     nf_randn(w, (size_t)cout * cin * 3, seed + 1, 1, 0);
@@ -74,33 +108,12 @@ static void check_case(int B, int L, int cin, int cout, int with_bias, res_mode 
     if (rm != RES_NONE) r = make_input(cout, s, seed + 3);
     float *yd = conv(1, x, s, w, bias, cin, cout, rm, r);
     float *yw = conv(2, x, s, w, bias, cin, cout, rm, r);
-    int bad = 0, gaps = 0;
+    int gaps = 0;
     double worst = 0.0;
-    for (int co = 0; co < cout; co++)
-        for (int b = 0; b < B; b++)
-            for (int p = -1; p <= L; p++) {
-                size_t i = (size_t)co * ld + (size_t)b * s.S + s.off + p;
-                if (p < 0 || p == L) {
-                    if (yw[i] != 0.0f) gaps++;
-                    continue;
-                }
-                double S = 0.0;
-                for (int ci = 0; ci < cin; ci++)
-                    for (int t = 0; t < 3; t++) {
-                        int q = p + t - 1;
-                        double xv = q < 0 || q >= L ? 0.0 : x[(size_t)ci * ld + (size_t)b * s.S + s.off + q];
-                        S += fabs(w[((size_t)co * cin + ci) * 3 + t] * xv);
-                    }
-                if (bias) S += fabs(bias[co]);
-                if (r) S += fabs(r[i]);
-                double err = fabs((double)yw[i] - yd[i]), lim = TOL * FLT_EPSILON * S + 1e-30;
-                if (!(err <= lim)) bad++;
-                if (err / (FLT_EPSILON * S + 1e-30) > worst) worst = err / (FLT_EPSILON * S + 1e-30);
-            }
+    int bad = off_bound(yw, yd, x, s, w, bias, r, cin, cout, &worst, &gaps);
     CHECK(bad == 0, "B %d L %d cin %d cout %d bias %d res %d: %d outputs off (worst %.1f eps S)", B, L, cin, cout,
           with_bias, (int)rm, bad, worst);
     CHECK(gaps == 0, "B %d L %d: %d gap columns not zero", B, L, gaps);
-    if (worst > g_worst) g_worst = worst;
     free(x), free(w), free(bias), free(r), free(yd), free(yw);
 }
 
@@ -180,26 +193,10 @@ static void check_up(int B, int Lin, int Lout, int cin, int cout)
     nf_set_threads(2);
     CHECK(nf_wino_upconv3(yw, so, x, si, w, bias, cin, cout) == 0, "%s", "nf_wino_upconv3 failed");
     nf_seq_zero_gaps(yw, cout, so);
-    int bad = 0;
     double worst = 0.0;
-    for (int co = 0; co < cout; co++)
-        for (int b = 0; b < B; b++)
-            for (int p = 0; p < Lout; p++) {
-                size_t i = (size_t)co * ldo + (size_t)b * so.S + so.off + p;
-                double S = fabs(bias[co]);
-                for (int ci = 0; ci < cin; ci++)
-                    for (int t = 0; t < 3; t++) {
-                        int q = p + t - 1;
-                        double uv = q < 0 || q >= Lout ? 0.0 : u[(size_t)ci * ldo + (size_t)b * so.S + so.off + q];
-                        S += fabs(w[((size_t)co * cin + ci) * 3 + t] * uv);
-                    }
-                double err = fabs((double)yw[i] - yd[i]);
-                if (!(err <= TOL * FLT_EPSILON * S + 1e-30)) bad++;
-                if (err / (FLT_EPSILON * S + 1e-30) > worst) worst = err / (FLT_EPSILON * S + 1e-30);
-            }
+    int bad = off_bound(yw, yd, u, so, w, bias, NULL, cin, cout, &worst, NULL);
     CHECK(bad == 0, "up B %d Lin %d Lout %d cin %d cout %d: %d outputs off (worst %.1f eps S)", B, Lin, Lout, cin,
           cout, bad, worst);
-    if (worst > g_worst) g_worst = worst;
     /* Phase weights packed once: the same bits. */
     float *pk = aligned_alloc(64, nf_wino_up_packed_floats(cout, cin) * sizeof(float));
     float *yp = calloc((size_t)cout * ldo, sizeof(float));
