@@ -51,6 +51,9 @@ int nf_nn_threads(void);
 /* 1 if this CPU runs AVX2 and FMA (x86-64 with GCC or Clang; 0 elsewhere): the one test
  * behind every run-time choice of a vector path in model/ (GEMM, GroupNorm, AdamW). */
 int nf_cpu_avx2_fma(void);
+/* 1 if this CPU (and OS) also runs AVX-512F: the GEMM micro-kernels then use 16-float
+ * vectors (the same bits; see nn_gemm.c). */
+int nf_cpu_avx512(void);
 
 /* Runs fn(ctx, who) on up to nthreads threads at once (who = 0 is the caller, 1.. the
  * pool's workers) and returns when all have returned. The calls share out the work

@@ -28,14 +28,17 @@ int nf_nn_threads(void)
     return n > 0 ? n : omp_get_num_procs();
 }
 
-int nf_cpu_avx2_fma(void)
+/* The vector paths this CPU (and OS) runs, bit 0 AVX2+FMA, bit 1 AVX-512F as well; found
+ * once. libgcc's AVX-512 test also checks that the OS saves the 512-bit state (XCR0). */
+static int cpu_paths(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     static atomic_int have = -1;
     int h = atomic_load(&have);
     if (h < 0) {
         __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        h = avx2 | (avx2 && __builtin_cpu_supports("avx512f")) << 1;
         atomic_store(&have, h);
     }
     return h;
@@ -43,6 +46,10 @@ int nf_cpu_avx2_fma(void)
     return 0;
 #endif
 }
+
+int nf_cpu_avx2_fma(void) { return cpu_paths() & 1; }
+
+int nf_cpu_avx512(void) { return (cpu_paths() >> 1) & 1; }
 
 
 float nf_fast_expf(float x) { return nf_fastexp_inline(x); }

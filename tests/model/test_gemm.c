@@ -11,8 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Testing hook in model/nn_gemm.c: 0 auto, 1 portable, 2 AVX2+FMA (0 if unavailable). */
+/* Testing hook in model/nn_gemm.c: 0 auto, 1 portable, 2 AVX2+FMA, 3 AVX-512 (0 if
+ * unavailable). */
 int nf_gemm_force_path(int path);
+/* The kernel paths this CPU runs (set in main): every check forces each in turn. */
+static int g_paths[3], g_npaths;
 /* Testing hook in model/nn_gemm.c: 1 = every tile packs its own operands (no shared
  * packing), 0 = automatic. */
 void nf_gemm_force_unshared(int off);
@@ -63,7 +66,7 @@ static int same_bits(const float *x, const float *y, int M, int N, int ldx, int 
     return 1;
 }
 
-static void check_shape(shape s, int have_avx2)
+static void check_shape(shape s)
 {
     /* Embed op(A) and op(B) in wider matrices so that the problem can also be run as
      * a window: rows [r0, r0+M) of a taller problem, columns [j0, j0+N) of a wider one. */
@@ -134,17 +137,13 @@ static void check_shape(shape s, int have_avx2)
           "window at (%d,%d) of %dx%d differs from the standalone GEMM: ta=%d tb=%d M=%d N=%d K=%d",
           r0, j0, Mw, Nw, s.ta, s.tb, s.M, s.N, s.K);
 
-    /* Kernel paths. */
-    CHECK(nf_gemm_force_path(1), "portable path refused");
-    float *cs = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
-    CHECK(same_bits(c1, cs, s.M, s.N, ldc, ldc), "portable path differs: ta=%d tb=%d M=%d N=%d K=%d",
-          s.ta, s.tb, s.M, s.N, s.K);
-    free(cs);
-    if (have_avx2) {
-        CHECK(nf_gemm_force_path(2), "AVX2 path refused");
+    /* Kernel paths: each against the automatic one. */
+    static const char *names[] = {"", "portable", "AVX2", "AVX-512"};
+    for (int q = 0; q < g_npaths; q++) {
+        CHECK(nf_gemm_force_path(g_paths[q]), "%s path refused", names[g_paths[q]]);
         float *cv = run(s, Aw, lda, Bw, ldb, Cw0, ldc);
-        CHECK(same_bits(c1, cv, s.M, s.N, ldc, ldc), "AVX2 path differs: ta=%d tb=%d M=%d N=%d K=%d",
-              s.ta, s.tb, s.M, s.N, s.K);
+        CHECK(same_bits(c1, cv, s.M, s.N, ldc, ldc), "%s path differs: ta=%d tb=%d M=%d N=%d K=%d",
+              names[g_paths[q]], s.ta, s.tb, s.M, s.N, s.K);
         free(cv);
     }
     nf_gemm_force_path(0);
@@ -182,7 +181,7 @@ static void check_taps(int tb, int M, int rows, int taps, int step, int Nk, floa
 
 /* nf_gemm_convt (a conv weight read in place as its transpose) against nf_gemm_taps on
  * the transposed weights written out: the same bits, at 1 and 2 threads, packed per tile
- * or shared, on the portable kernel too (the input gradient of a stride-1 conv). */
+ * or shared, on every kernel path too (the input gradient of a stride-1 conv). */
 static void check_convt(int cin, int cout, int k, int N, int step, float beta)
 {
     int K = cout * k, pad = (k - 1) * (step < 0 ? -step : step), ld = N + 2 * pad + 1;
@@ -204,12 +203,13 @@ static void check_convt(int cin, int cout, int k, int N, int step, float beta)
               k, N, v);
     }
     nf_gemm_force_unshared(0);
-    if (nf_gemm_force_path(1)) {
+    for (int q = 0; q < g_npaths; q++) {
+        CHECK(nf_gemm_force_path(g_paths[q]), "path %d refused", g_paths[q]);
         memcpy(C2, C0, (size_t)cin * N * sizeof(float));
         nf_gemm_convt(cin, N, K, k, 1.0f, w, base, ld, k, step, beta, C2, N);
         nf_gemm_force_path(0);
-        CHECK(same_bits(C1, C2, cin, N, N, N), "nf_gemm_convt portable kernel differs: cin %d cout %d k %d", cin, cout,
-              k);
+        CHECK(same_bits(C1, C2, cin, N, N, N), "nf_gemm_convt kernel path %d differs: cin %d cout %d k %d",
+              g_paths[q], cin, cout, k);
     }
     nf_set_threads(1);
     free(w), free(wt), free(X), free(C0), free(C1), free(C2);
@@ -259,8 +259,9 @@ static void check_prepacked(int M, int N, int K, int taps)
 }
 
 /* nf_gemm_packed (both operands in panels written by the caller) against nf_gemm on the
- * same matrices: the same bits, on 1 and 2 threads and on the portable kernel; last panels
- * of 1 (riding on the one before), 2-4 (the column kernel) and 5-15 columns. */
+ * same matrices: the same bits, on 1 and 2 threads and on every kernel path (also
+ * serially); last panels of 1 (riding on the one before), 2-4 (the column kernel) and
+ * 5-15 columns. */
 static void check_packed(int M, int N, int K)
 {
     float *A = randm((size_t)M * K, 31), *B = randm((size_t)K * N, 32);
@@ -272,12 +273,18 @@ static void check_packed(int M, int N, int K)
             Bp[(size_t)(j / 16) * K * 16 + (size_t)k * 16 + j % 16] = j < N ? B[(size_t)k * N + j] : 0.0f;
     float *C1 = malloc((size_t)M * N * sizeof(float)), *C2 = malloc((size_t)M * N * sizeof(float));
     nf_gemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, C1, N);
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < 2 + g_npaths; v++) {
         nf_set_threads(v == 1 ? 2 : 1);
-        if (v == 2 && !nf_gemm_force_path(1)) continue;
+        if (v >= 2) CHECK(nf_gemm_force_path(g_paths[v - 2]), "path %d refused", g_paths[v - 2]);
         for (size_t i = 0; i < (size_t)M * N; i++) C2[i] = NAN;
         nf_gemm_packed(1, M, N, K, Ap, 0, Bp, 0, C2, 0, N);
+        /* Serial too: the Winograd convs' call. */
+        float *S = malloc((size_t)M * N * sizeof(float));
+        for (size_t i = 0; i < (size_t)M * N; i++) S[i] = NAN;
+        nf_gemm_packed_serial(1, M, N, K, Ap, 0, Bp, 0, S, 0, N);
         nf_gemm_force_path(0);
+        CHECK(same_bits(C1, S, M, N, N, N), "nf_gemm_packed_serial M %d N %d K %d variant %d differs", M, N, K, v);
+        free(S);
         CHECK(same_bits(C1, C2, M, N, N, N), "nf_gemm_packed M %d N %d K %d variant %d differs from nf_gemm", M, N,
               K, v);
     }
@@ -314,7 +321,7 @@ static void check_packed(int M, int N, int K)
 
 /* nf_gemm_taps_bias (bias and residual added in the epilogue, C not read) against storing
  * them into C and accumulating with nf_gemm_taps: the same bits, on 1 and 2 threads,
- * shared and per-tile packing, the portable kernel, pre-packed weights, and with the
+ * shared and per-tile packing, every kernel path, pre-packed weights, and with the
  * residual being C itself. which: 0 neither (C = the product), 1 bias, 2 residual, 3 both,
  * 4 both with res == C.
  * Columns past N are never written. */
@@ -336,11 +343,14 @@ static void check_bias(int M, int N, int K, int taps, int which)
     size_t np = nf_gemm_packed_a_floats(M, K);
     float *P = aligned_alloc(64, (np * sizeof(float) + 63) / 64 * 64);
     nf_gemm_pack_a(M, K, A, P);
-    for (int v = 0; v < 10; v++) {
+    /* Variants: threads x packing (v & 3) on the automatic path, then on each forced
+     * path, then pre-packed weights. */
+    int nv = 4 + 4 * g_npaths + 2;
+    for (int v = 0; v < nv; v++) {
         nf_set_threads(v & 1 ? 2 : 1);
         nf_gemm_force_unshared((v >> 1) & 1);
-        int portable = v >= 4 && v < 8, pre = v >= 8;
-        if (portable && !nf_gemm_force_path(1)) continue;
+        int forced = v >= 4 && v < nv - 2, pre = v >= nv - 2;
+        if (forced) CHECK(nf_gemm_force_path(g_paths[(v - 4) / 4]), "path %d refused", g_paths[(v - 4) / 4]);
         if (pre) CHECK(nf_gemm_register_packed(A, M, K, P), "%s", "register");
         if (which == 4) {
             memcpy(C, R, (size_t)M * ldc * sizeof(float));
@@ -376,6 +386,17 @@ int main(void)
           "AVX2 path availability %d disagrees with the CPU flags", have_avx2);
 #endif
     printf("AVX2+FMA path %s\n", have_avx2 ? "tested" : "unavailable on this CPU (portable path only)");
+    /* The same for AVX-512F (the default path where it exists). */
+    int have_avx512 = nf_gemm_force_path(3);
+    nf_gemm_force_path(0);
+#if defined(__x86_64__) && defined(__GNUC__)
+    CHECK(have_avx512 == (have_avx2 && __builtin_cpu_supports("avx512f")),
+          "AVX-512 path availability %d disagrees with the CPU flags", have_avx512);
+#endif
+    printf("AVX-512 path %s\n", have_avx512 ? "tested" : "unavailable on this CPU (not tested here)");
+    g_paths[g_npaths++] = 1;
+    if (have_avx2) g_paths[g_npaths++] = 2;
+    if (have_avx512) g_paths[g_npaths++] = 3;
 
     /* Fixed edge cases: K = 1, tiles +- 1, K around the chunk (512) and super-chunk
      * (8192) boundaries, and the weight-gradient shape with a huge K. */
@@ -394,8 +415,12 @@ int main(void)
          * A blocks, in each mode */
         {0, 0, 130, 65, 1030, 0.5f, 1.0f}, {1, 0, 61, 34, 1100, 1.0f, 0.0f},
         {0, 1, 50, 19, 20000, 1.0f, 1.0f}, {0, 0, 97, 4, 700, -1.0f, 0.5f},
+        /* the AVX-512 path's panel pairs: an odd count (one alone, then pairs), the extra
+         * column on a pair and on a lone panel, a partial second panel of a pair */
+        {0, 0, 13, 49, 600, 1.0f, 1.0f}, {1, 0, 8, 17, 1030, 0.5f, 0.0f},
+        {0, 1, 25, 81, 70, -1.0f, 0.5f}, {0, 0, 31, 60, 9000, 1.0f, 1.0f},
     };
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_shape(fixed[i], have_avx2);
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_shape(fixed[i]);
 
     check_prepacked(128, 129, 384, 3);  /* a batch-1 conv: one chunk */
     check_prepacked(61, 40, 1539, 3);   /* several chunks, partial panels */
@@ -433,7 +458,7 @@ int main(void)
         float betas[] = {0.0f, 1.0f, 0.5f, -2.0f};
         s.alpha = alphas[rnd(0, 3)];
         s.beta = betas[rnd(0, 3)];
-        check_shape(s, have_avx2);
+        check_shape(s);
     }
     return nf_test_done();
 }
