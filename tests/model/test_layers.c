@@ -272,6 +272,41 @@ static void gn_grad(layer *ly)
     nf_groupnorm_backward(ly->din, ly->dp[0], ly->dp[1], ly->scr2, ly->in, ly->st[0], ly->st[1],
                           ly->p[0], ly->p[1], ly->scr, ly->C, ly->G, ly->silu, ly->si);
 }
+/* Testing hook in model/nn_layers.c: 0 automatic, 1 portable, 2 AVX2, 3 AVX-512 (0 if this
+ * CPU does not run it). */
+int nf_gn_force_path(int path);
+
+/* The GroupNorm (+ SiLU) forward row kernels give the same bits on every path this CPU
+ * runs: rows of 1-40 columns (the vector bodies and their scalar tails), 1 and 2 threads,
+ * values reaching the exp's clamps. */
+static void test_groupnorm_paths(void)
+{
+    int C = 16, G = 4, tested = 0;
+    for (int L = 1; L <= 40; L += 3) {
+        nf_seq s = nf_seq_make(3, L);
+        size_t ld = nf_seq_ld(s);
+        float *x = rnd_seq(C, s, 30.0f), *ga = rnd(C, 4.0f), *be = rnd(C, 2.0f);
+        float *ref = zeros(C * ld), *out = zeros(C * ld), *m = zeros(3 * G), *r = zeros(3 * G);
+        for (int silu = 0; silu <= 1; silu++) {
+            nf_gn_force_path(1);
+            nf_groupnorm_forward(ref, m, r, x, ga, be, C, G, 1e-5f, silu, s);
+            for (int path = 2; path <= 3; path++)
+                for (int nt = 1; nt <= 2; nt++) {
+                    if (!nf_gn_force_path(path)) continue;
+                    nf_set_threads(nt);
+                    nf_groupnorm_forward(out, m, r, x, ga, be, C, G, 1e-5f, silu, s);
+                    CHECK(!memcmp(ref, out, C * ld * sizeof(float)),
+                          "groupnorm%s path %d, %d threads, L %d: not the portable path's bits",
+                          silu ? "+silu" : "", path, nt, L);
+                    tested++;
+                }
+        }
+        nf_gn_force_path(0);
+        nf_set_threads(1);
+    }
+    printf("groupnorm paths: %d comparisons with the portable path\n", tested);
+}
+
 static void test_groupnorm(int silu)
 {
     layer ly;
@@ -605,6 +640,7 @@ int main(void)
     test_linear();
     test_groupnorm(0);
     test_groupnorm(1);
+    test_groupnorm_paths();
     test_upsample(5, 10);
     test_upsample(5, 9);
     test_upsample(7, 19);
@@ -618,6 +654,7 @@ int main(void)
     test_dropout();
     test_attention();
     test_embeddings();
+    CHECK(g_nbufs < 4096, "%d test buffers: raise g_bufs' size so that all are freed", g_nbufs);
     for (int i = 0; i < g_nbufs; i++) free(g_bufs[i]);
     return nf_test_done();
 }
