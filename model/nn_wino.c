@@ -27,6 +27,10 @@
  * thread; so an example's output does not depend on the batch, its place in it, or the
  * thread count.
  *
+ * On CPUs with AVX-512F the transforms take a whole 16-tile panel at a time (the AVX2
+ * code takes eight); every path does the scalar formulas' operations in the same order
+ * (WINO_IN_VEC, WINO_OUT_VEC), so the bits do not depend on the CPU's vector width.
+ *
  * Which convs: nf_wino_applies() (kernel 3, stride 1, same padding, 16-512 input and 16+
  * output channels, examples of 192 or more). The decision depends only on the layer and
  * the example's length, never on the batch. */
@@ -67,6 +71,26 @@ static int g_mode; /* testing hook: 0 auto, 1 never, 2 whenever the shape allows
 /* Testing hook (declared in the tests): see g_mode. Not thread safe. */
 void nf_wino_force(int mode);
 void nf_wino_force(int mode) { g_mode = mode; }
+
+static int g_tpath; /* testing hook: 0 automatic, else the transforms' path + 1 */
+
+/* Testing hook (declared in the tests): the transforms' path, 0 automatic, 1 scalar, 2 AVX2,
+ * 3 AVX-512F; returns 0 if this CPU does not run it. Not thread safe. */
+int nf_wino_force_path(int path);
+int nf_wino_force_path(int path)
+{
+    int have = path <= 1 || (path == 2 && nf_cpu_avx2_fma()) || (path == 3 && nf_cpu_avx512());
+    if (path < 0 || path > 3 || !have) return 0;
+    g_tpath = path;
+    return 1;
+}
+
+/* The transforms' vector path: 0 scalar, 1 AVX2 (8 tiles at once), 2 also AVX-512F (16). */
+static int transform_path(void)
+{
+    if (g_tpath) return g_tpath - 1;
+    return nf_cpu_avx512() ? 2 : nf_cpu_avx2_fma();
+}
 
 int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so)
 {
@@ -165,6 +189,49 @@ typedef struct {
 } wino_job;
 
 #ifdef HAVE_X86
+/* in_tile and out_tile on the lanes of W-bit vectors (one tile a lane), for the AVX2 (8
+ * tiles) and AVX-512 (16) blocks: the same operations in the same order as the scalar
+ * formulas, so every path gives the same bits. */
+#define WINO_IN_VEC(W, d, v)                                                                                         \
+    do {                                                                                                             \
+        const __m##W c2 = _mm##W##_set1_ps(2.0f), c4 = _mm##W##_set1_ps(4.0f), c5 = _mm##W##_set1_ps(5.0f);          \
+        v[0] = _mm##W##_add_ps(_mm##W##_sub_ps(_mm##W##_mul_ps(c4, d[0]), _mm##W##_mul_ps(c5, d[2])), d[4]);        \
+        v[1] = _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_sub_ps(_mm##W##_mul_ps(_mm##W##_set1_ps(-4.0f), d[1]),      \
+                                                               _mm##W##_mul_ps(c4, d[2])),                          \
+                                               d[3]),                                                               \
+                               d[4]);                                                                               \
+        v[2] = _mm##W##_add_ps(                                                                                      \
+            _mm##W##_sub_ps(_mm##W##_sub_ps(_mm##W##_mul_ps(c4, d[1]), _mm##W##_mul_ps(c4, d[2])), d[3]), d[4]);     \
+        v[3] = _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_sub_ps(_mm##W##_mul_ps(_mm##W##_set1_ps(-2.0f), d[1]), d[2]), \
+                                               _mm##W##_mul_ps(c2, d[3])),                                          \
+                               d[4]);                                                                               \
+        v[4] = _mm##W##_add_ps(                                                                                      \
+            _mm##W##_sub_ps(_mm##W##_sub_ps(_mm##W##_mul_ps(c2, d[1]), d[2]), _mm##W##_mul_ps(c2, d[3])), d[4]);     \
+        v[5] = _mm##W##_add_ps(_mm##W##_sub_ps(_mm##W##_mul_ps(c4, d[1]), _mm##W##_mul_ps(c5, d[3])), d[5]);        \
+    } while (0)
+#define WINO_OUT_VEC(W, m, y)                                                                                        \
+    do {                                                                                                             \
+        const __m##W c2 = _mm##W##_set1_ps(2.0f), c4 = _mm##W##_set1_ps(4.0f), c8 = _mm##W##_set1_ps(8.0f);          \
+        y[0] = _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_add_ps(m[0], m[1]), m[2]), m[3]), m[4]);     \
+        y[1] = _mm##W##_sub_ps(_mm##W##_add_ps(_mm##W##_sub_ps(m[1], m[2]), _mm##W##_mul_ps(c2, m[3])),              \
+                               _mm##W##_mul_ps(c2, m[4]));                                                          \
+        y[2] = _mm##W##_add_ps(_mm##W##_add_ps(_mm##W##_add_ps(m[1], m[2]), _mm##W##_mul_ps(c4, m[3])),              \
+                               _mm##W##_mul_ps(c4, m[4]));                                                          \
+        y[3] = _mm##W##_add_ps(                                                                                      \
+            _mm##W##_sub_ps(_mm##W##_add_ps(_mm##W##_sub_ps(m[1], m[2]), _mm##W##_mul_ps(c8, m[3])),                 \
+                            _mm##W##_mul_ps(c8, m[4])),                                                              \
+            m[5]);                                                                                                   \
+    } while (0)
+/* Then per 128-bit block k of the tiles' outputs y[q] (tile i's output q in lane i), v[r]
+ * holds tile 4 k + r's four outputs in order. */
+#define WINO_OUT_INTERLEAVE(W, y, v)                                                                                 \
+    do {                                                                                                             \
+        __m##W l01 = _mm##W##_unpacklo_ps(y[0], y[1]), h01 = _mm##W##_unpackhi_ps(y[0], y[1]);                       \
+        __m##W l23 = _mm##W##_unpacklo_ps(y[2], y[3]), h23 = _mm##W##_unpackhi_ps(y[2], y[3]);                       \
+        v[0] = _mm##W##_shuffle_ps(l01, l23, 0x44), v[1] = _mm##W##_shuffle_ps(l01, l23, 0xEE);                      \
+        v[2] = _mm##W##_shuffle_ps(h01, h23, 0x44), v[3] = _mm##W##_shuffle_ps(h01, h23, 0xEE);                      \
+    } while (0)
+
 /* Eight tiles from x (tile 0's position -1): e[q][i] = x[4 i + q], q < 6. */
 __attribute__((target("avx2,fma"))) static void in_block_avx2(const float *x, float *v, size_t vs)
 {
@@ -180,79 +247,120 @@ __attribute__((target("avx2,fma"))) static void in_block_avx2(const float *x, fl
     __m256 d3 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0xEE), nat);
     /* d4, d5: the next tile's d0, d1 (tile 8's from x[32], x[33]). */
     const __m256i up = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7);
-    __m256 d4 = _mm256_blend_ps(_mm256_permutevar8x32_ps(d0, up), _mm256_broadcast_ss(x + 32), 0x80);
-    __m256 d5 = _mm256_blend_ps(_mm256_permutevar8x32_ps(d1, up), _mm256_broadcast_ss(x + 33), 0x80);
-    const __m256 c2 = _mm256_set1_ps(2.0f), c4 = _mm256_set1_ps(4.0f), c5 = _mm256_set1_ps(5.0f);
-    /* The same operations, in the same order, as in_tile. */
-    __m256 v0 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(c4, d0), _mm256_mul_ps(c5, d2)), d4);
-    __m256 v1 = _mm256_add_ps(
-        _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(-4.0f), d1), _mm256_mul_ps(c4, d2)), d3), d4);
-    __m256 v2 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(c4, d1), _mm256_mul_ps(c4, d2)), d3), d4);
-    __m256 v3 = _mm256_add_ps(
-        _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), d1), d2), _mm256_mul_ps(c2, d3)), d4);
-    __m256 v4 = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_mul_ps(c2, d1), d2), _mm256_mul_ps(c2, d3)), d4);
-    __m256 v5 = _mm256_add_ps(_mm256_sub_ps(_mm256_mul_ps(c4, d1), _mm256_mul_ps(c5, d3)), d5);
-    _mm256_storeu_ps(v, v0);
-    _mm256_storeu_ps(v + vs, v1);
-    _mm256_storeu_ps(v + 2 * vs, v2);
-    _mm256_storeu_ps(v + 3 * vs, v3);
-    _mm256_storeu_ps(v + 4 * vs, v4);
-    _mm256_storeu_ps(v + 5 * vs, v5);
+    __m256 d[6] = {d0, d1, d2, d3,
+                   _mm256_blend_ps(_mm256_permutevar8x32_ps(d0, up), _mm256_broadcast_ss(x + 32), 0x80),
+                   _mm256_blend_ps(_mm256_permutevar8x32_ps(d1, up), _mm256_broadcast_ss(x + 33), 0x80)};
+    __m256 t[6];
+    WINO_IN_VEC(256, d, t);
+    for (int q = 0; q < 6; q++) _mm256_storeu_ps(v + q * vs, t[q]);
 }
 
 /* A^T m of eight tiles from m[x][i] (stride ms), interleaved: o[k] = outputs 8k .. 8k+7. */
 __attribute__((target("avx2,fma"))) static inline void out_core(const float *m, size_t ms, __m256 o[4])
 {
-    __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + ms), m2 = _mm256_loadu_ps(m + 2 * ms),
-           m3 = _mm256_loadu_ps(m + 3 * ms), m4 = _mm256_loadu_ps(m + 4 * ms), m5 = _mm256_loadu_ps(m + 5 * ms);
-    const __m256 c2 = _mm256_set1_ps(2.0f), c4 = _mm256_set1_ps(4.0f), c8 = _mm256_set1_ps(8.0f);
-    __m256 y0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(_mm256_add_ps(m0, m1), m2), m3), m4);
-    __m256 y1 = _mm256_sub_ps(_mm256_add_ps(_mm256_sub_ps(m1, m2), _mm256_mul_ps(c2, m3)), _mm256_mul_ps(c2, m4));
-    __m256 y2 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(m1, m2), _mm256_mul_ps(c4, m3)), _mm256_mul_ps(c4, m4));
-    __m256 y3 = _mm256_add_ps(
-        _mm256_sub_ps(_mm256_add_ps(_mm256_sub_ps(m1, m2), _mm256_mul_ps(c8, m3)), _mm256_mul_ps(c8, m4)), m5);
-    /* Interleave: y[4 i + q] = yq[i]. */
-    __m256 l01 = _mm256_unpacklo_ps(y0, y1), h01 = _mm256_unpackhi_ps(y0, y1);
-    __m256 l23 = _mm256_unpacklo_ps(y2, y3), h23 = _mm256_unpackhi_ps(y2, y3);
-    __m256 v0 = _mm256_shuffle_ps(l01, l23, 0x44), v1 = _mm256_shuffle_ps(l01, l23, 0xEE);
-    __m256 v2 = _mm256_shuffle_ps(h01, h23, 0x44), v3 = _mm256_shuffle_ps(h01, h23, 0xEE);
-    o[0] = _mm256_permute2f128_ps(v0, v1, 0x20);
-    o[1] = _mm256_permute2f128_ps(v2, v3, 0x20);
-    o[2] = _mm256_permute2f128_ps(v0, v1, 0x31);
-    o[3] = _mm256_permute2f128_ps(v2, v3, 0x31);
+    __m256 mv[6], y[4];
+    for (int x = 0; x < 6; x++) mv[x] = _mm256_loadu_ps(m + x * ms);
+    WINO_OUT_VEC(256, mv, y);
+    /* Interleave: output 4 i + q = y[q][i]. */
+    __m256 v[4];
+    WINO_OUT_INTERLEAVE(256, y, v);
+    o[0] = _mm256_permute2f128_ps(v[0], v[1], 0x20);
+    o[1] = _mm256_permute2f128_ps(v[2], v[3], 0x20);
+    o[2] = _mm256_permute2f128_ps(v[0], v[1], 0x31);
+    o[3] = _mm256_permute2f128_ps(v[2], v[3], 0x31);
 }
 
-/* Eight tiles' outputs from m[x][i] (stride ms), plus bias, residual and (radd) e, to
- * y[0 .. 32). */
-__attribute__((target("avx2,fma"))) static void out_block_avx2(const float *m, size_t ms, float bias, const float *res,
-                                                              int radd, float e, float *y)
-{
-    __m256 o[4];
-    out_core(m, ms, o);
-    __m256 b = _mm256_set1_ps(bias);
-    for (int k = 0; k < 4; k++) {
-        __m256 x = _mm256_add_ps(o[k], b);
-        if (res) x = _mm256_add_ps(x, _mm256_loadu_ps(res + 8 * k));
-        if (radd) x = _mm256_add_ps(x, _mm256_set1_ps(e));
-        _mm256_storeu_ps(y + 8 * k, x);
+/* Outputs of N tiles (N = W / 32) from m[x][i] (stride ms) by CORE, plus bias, residual
+ * and (radd) e, to y[0 .. 4 N). */
+#define DEF_OUT_BLOCK(NAME, W, N, ATTR, CORE)                                                                        \
+    ATTR static void NAME(const float *m, size_t ms, float bias, const float *res, int radd, float e, float *y)       \
+    {                                                                                                                \
+        __m##W o[4];                                                                                                 \
+        CORE(m, ms, o);                                                                                              \
+        __m##W b = _mm##W##_set1_ps(bias);                                                                           \
+        for (int k = 0; k < 4; k++) {                                                                                \
+            __m##W x = _mm##W##_add_ps(o[k], b);                                                                     \
+            if (res) x = _mm##W##_add_ps(x, _mm##W##_loadu_ps(res + N * k));                                        \
+            if (radd) x = _mm##W##_add_ps(x, _mm##W##_set1_ps(e));                                                   \
+            _mm##W##_storeu_ps(y + N * k, x);                                                                        \
+        }                                                                                                            \
     }
+DEF_OUT_BLOCK(out_block_avx2, 256, 8, __attribute__((target("avx2,fma"))), out_core)
+
+/* The up-conv's (nf_wino_upconv3) N tiles: the even phase from me, the odd from mo, each
+ * plus bias, to y[2 p] and y[2 p + 1] for input positions p (8 N outputs). STORE2(y, lo,
+ * hi) writes 2 N outputs whose pairs are in lo and hi as unpacklo/unpackhi leave them. */
+#define DEF_OUT_UP_BLOCK(NAME, W, N, ATTR, CORE, STORE2)                                                             \
+    ATTR static void NAME(const float *me, const float *mo, size_t ms, float bias, float *y)                         \
+    {                                                                                                                \
+        __m##W e[4], o[4], b = _mm##W##_set1_ps(bias);                                                               \
+        CORE(me, ms, e);                                                                                             \
+        CORE(mo, ms, o);                                                                                             \
+        for (int k = 0; k < 4; k++) {                                                                                \
+            __m##W xe = _mm##W##_add_ps(e[k], b), xo = _mm##W##_add_ps(o[k], b);                                     \
+            STORE2(y + 2 * N * k, _mm##W##_unpacklo_ps(xe, xo), _mm##W##_unpackhi_ps(xe, xo));                       \
+        }                                                                                                            \
+    }
+#define STORE2_256(y, lo, hi)                                                                                        \
+    do {                                                                                                             \
+        __m256 lo_ = (lo), hi_ = (hi);                                                                               \
+        _mm256_storeu_ps(y, _mm256_permute2f128_ps(lo_, hi_, 0x20));                                                 \
+        _mm256_storeu_ps(y + 8, _mm256_permute2f128_ps(lo_, hi_, 0x31));                                             \
+    } while (0)
+DEF_OUT_UP_BLOCK(out_up_block_avx2, 256, 8, __attribute__((target("avx2,fma"))), out_core, STORE2_256)
+
+/* The same three on 16 tiles (one whole B panel) where the CPU has AVX-512F: the same
+ * operations per lane, so the same bits. */
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+/* Sixteen tiles from x (tile 0's position -1). */
+AVX512 static void in_block_avx512(const float *x, float *v, size_t vs)
+{
+    __m512 a0 = _mm512_loadu_ps(x), a1 = _mm512_loadu_ps(x + 16), a2 = _mm512_loadu_ps(x + 32),
+           a3 = _mm512_loadu_ps(x + 48);
+    /* [e_q of tiles 0-7 | e_q+1 of tiles 0-7] from 32 inputs, q = 0 and 2. */
+    const __m512i i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i i23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    __m512 lo01 = _mm512_permutex2var_ps(a0, i01, a1), hi01 = _mm512_permutex2var_ps(a2, i01, a3);
+    __m512 lo23 = _mm512_permutex2var_ps(a0, i23, a1), hi23 = _mm512_permutex2var_ps(a2, i23, a3);
+    __m512 d0 = _mm512_shuffle_f32x4(lo01, hi01, 0x44), d1 = _mm512_shuffle_f32x4(lo01, hi01, 0xEE);
+    __m512 d2 = _mm512_shuffle_f32x4(lo23, hi23, 0x44), d3 = _mm512_shuffle_f32x4(lo23, hi23, 0xEE);
+    /* d4, d5: d0, d1 one tile on (tile 16's from x[64], x[65]); then in_tile's operations. */
+    const __m512i nx = _mm512_setr_epi32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+    __m512 d[6] = {d0, d1, d2, d3, _mm512_permutex2var_ps(d0, nx, _mm512_set1_ps(x[64])),
+                   _mm512_permutex2var_ps(d1, nx, _mm512_set1_ps(x[65]))};
+    __m512 t[6];
+    WINO_IN_VEC(512, d, t);
+    for (int q = 0; q < 6; q++) _mm512_storeu_ps(v + q * vs, t[q]);
 }
 
-/* The up-conv's (nf_wino_upconv3) eight tiles: the even phase from me, the odd from mo,
- * each plus bias, to y[2 p] and y[2 p + 1] for input positions p (64 outputs). */
-__attribute__((target("avx2,fma"))) static void out_up_block_avx2(const float *me, const float *mo, size_t ms,
-                                                                 float bias, float *y)
+/* A^T m of sixteen tiles, interleaved: o[k] = outputs 16k .. 16k+15. */
+AVX512 static inline void out_core512(const float *m, size_t ms, __m512 o[4])
 {
-    __m256 e[4], o[4], b = _mm256_set1_ps(bias);
-    out_core(me, ms, e);
-    out_core(mo, ms, o);
-    for (int k = 0; k < 4; k++) {
-        __m256 xe = _mm256_add_ps(e[k], b), xo = _mm256_add_ps(o[k], b);
-        __m256 lo = _mm256_unpacklo_ps(xe, xo), hi = _mm256_unpackhi_ps(xe, xo);
-        _mm256_storeu_ps(y + 16 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
-        _mm256_storeu_ps(y + 16 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-    }
+    __m512 mv[6], y[4];
+    for (int x = 0; x < 6; x++) mv[x] = _mm512_loadu_ps(m + x * ms);
+    WINO_OUT_VEC(512, mv, y);
+    __m512 v[4];
+    WINO_OUT_INTERLEAVE(512, y, v);
+    /* Transpose the 4 x 4 blocks: o[k] = blocks k of v[0 .. 3]. */
+    __m512 t0 = _mm512_shuffle_f32x4(v[0], v[1], 0x44), t1 = _mm512_shuffle_f32x4(v[2], v[3], 0x44);
+    __m512 t2 = _mm512_shuffle_f32x4(v[0], v[1], 0xEE), t3 = _mm512_shuffle_f32x4(v[2], v[3], 0xEE);
+    o[0] = _mm512_shuffle_f32x4(t0, t1, 0x88);
+    o[1] = _mm512_shuffle_f32x4(t0, t1, 0xDD);
+    o[2] = _mm512_shuffle_f32x4(t2, t3, 0x88);
+    o[3] = _mm512_shuffle_f32x4(t2, t3, 0xDD);
 }
+
+DEF_OUT_BLOCK(out_block_avx512, 512, 16, AVX512, out_core512)
+
+#define STORE2_512(y, lo, hi)                                                                                        \
+    do {                                                                                                             \
+        __m512 lo_ = (lo), hi_ = (hi);                                                                               \
+        __m512 t0 = _mm512_shuffle_f32x4(lo_, hi_, 0x44), t1 = _mm512_shuffle_f32x4(lo_, hi_, 0xEE);                 \
+        _mm512_storeu_ps(y, _mm512_shuffle_f32x4(t0, t0, 0xD8));                                                     \
+        _mm512_storeu_ps(y + 16, _mm512_shuffle_f32x4(t1, t1, 0xD8));                                                \
+    } while (0)
+DEF_OUT_UP_BLOCK(out_up_block_avx512, 512, 16, AVX512, out_core512, STORE2_512)
 #endif
 
 /* Where tile column c of row ci of V[x] goes: the GEMM's B panels (nf_gemm_packed), so
@@ -293,7 +401,7 @@ static void in_groups(void *ctx, int q0, int q1)
     const size_t ld = nf_seq_ld(s), vs = nf_gemm_packed_b_floats(J->cin, (int)J->nt);
     const int cin = J->cin;
 #ifdef HAVE_X86
-    const int vec = nf_cpu_avx2_fma();
+    const int vec = transform_path();
 #endif
     const long halves = (J->nt + NF_GEMM_PANEL_N - 1) / NF_GEMM_PANEL_N * 2; /* half panels of this block */
     for (int q = q0; q < q1; q++) {
@@ -306,6 +414,16 @@ static void in_groups(void *ctx, int q0, int q1)
                 if (n < 0) n = 0;                                  /* none in the last's padding */
                 int b = (int)(g0 / J->TB), j = (int)(g0 % J->TB);
 #ifdef HAVE_X86
+                /* A whole panel: sixteen tiles of one example whose 66 inputs (to position
+                 * 4 j + 64) are inside. */
+                if (vec == 2 && !(h & 1) && h + 1 < h1 && J->nt - c0 >= 16 && j + 16 <= J->TB && 4 * j + 64 <= s.L) {
+                    const float *x = row + (size_t)b * s.S + s.off + 4 * j - 1;
+                    if (h == h0 && ci + 1 < cin)
+                        for (int k = 0; k < 64 * WINO_GROUP + 2; k += 16) __builtin_prefetch(x + ld + k, 0, 3);
+                    in_block_avx512(x, J->V + vpos(cin, ci, c0), vs);
+                    h++;
+                    continue;
+                }
                 /* Eight tiles of one example whose 34 inputs (to position 4 j + 32) are inside. */
                 if (vec && n == 8 && j + 8 <= J->TB && 4 * j + 32 <= s.L) {
                     const float *x = row + (size_t)b * s.S + s.off + 4 * j - 1;
@@ -336,7 +454,7 @@ static void out_rows(void *ctx, int r0, int r1)
     const nf_seq s = J->s;
     const size_t ld = nf_seq_ld(s), ms = (size_t)J->cout * J->nt;
 #ifdef HAVE_X86
-    const int vec = nf_cpu_avx2_fma();
+    const int vec = transform_path();
 #endif
     for (int co = r0; co < r1; co++) {
         const float *m = J->M + (size_t)co * J->nt;
@@ -350,6 +468,11 @@ static void out_rows(void *ctx, int r0, int r1)
             const float e = J->radd ? J->radd[(size_t)b * J->cout + co] : 0.0f;
             for (; j < jend; j++, g++, m++) {
 #ifdef HAVE_X86
+                if (vec == 2 && j + 16 <= jend && 4 * j + 64 <= s.L) {
+                    out_block_avx512(m, ms, bias, r ? r + 4 * j : NULL, J->radd != NULL, e, y + 4 * j);
+                    j += 15, g += 15, m += 15;
+                    continue;
+                }
                 if (vec && j + 8 <= jend && 4 * j + 32 <= s.L) {
                     out_block_avx2(m, ms, bias, r ? r + 4 * j : NULL, J->radd != NULL, e, y + 4 * j);
                     j += 7, g += 7, m += 7;
@@ -376,7 +499,7 @@ static void out_up_rows(const wino_job *J, int r0, int r1)
     const nf_seq s = J->s, so = J->so;
     const size_t ldo = nf_seq_ld(so), ms = (size_t)2 * J->cout * J->nt;
 #ifdef HAVE_X86
-    const int vec = nf_cpu_avx2_fma();
+    const int vec = transform_path();
 #endif
     for (int co = r0; co < r1; co++) {
         const float *me = J->M + (size_t)co * J->nt, *mo = J->M + (size_t)(J->cout + co) * J->nt;
@@ -387,6 +510,11 @@ static void out_up_rows(const wino_job *J, int r0, int r1)
             float *y = J->out + (size_t)co * ldo + (size_t)b * so.S + so.off; /* position 0 */
             for (; j < jend; j++, g++, me++, mo++) {
 #ifdef HAVE_X86
+                if (vec == 2 && j + 16 <= jend && 4 * j + 64 <= s.L) {
+                    out_up_block_avx512(me, mo, ms, bias, y + 8 * j);
+                    j += 15, g += 15, me += 15, mo += 15;
+                    continue;
+                }
                 if (vec && j + 8 <= jend && 4 * j + 32 <= s.L) {
                     out_up_block_avx2(me, mo, ms, bias, y + 8 * j);
                     j += 7, g += 7, me += 7, mo += 7;

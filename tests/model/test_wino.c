@@ -27,6 +27,10 @@
 #include <string.h>
 
 void nf_wino_force(int mode);
+/* Testing hook in model/nn_wino.c: the transforms' path, 0 automatic, 1 scalar, 2 AVX2,
+ * 3 AVX-512 (0 if this CPU does not run it). */
+int nf_wino_force_path(int path);
+static int g_path_checks; /* comparisons of a forced transform path with the automatic one */
 
 #define TOL 32.0
 
@@ -114,6 +118,16 @@ static void check_case(int B, int L, int cin, int cout, int with_bias, res_mode 
     CHECK(bad == 0, "B %d L %d cin %d cout %d bias %d res %d: %d outputs off (worst %.1f eps S)", B, L, cin, cout,
           with_bias, (int)rm, bad, worst);
     CHECK(gaps == 0, "B %d L %d: %d gap columns not zero", B, L, gaps);
+    /* The transforms' scalar, AVX2 and AVX-512 paths: the same bits. */
+    for (int p = 1; p <= 3; p++) {
+        if (!nf_wino_force_path(p)) continue;
+        float *yp = conv(2, x, s, w, bias, cin, cout, rm, r);
+        nf_wino_force_path(0);
+        CHECK(memcmp(yp, yw, (size_t)cout * nf_seq_ld(s) * sizeof(float)) == 0,
+              "B %d L %d cin %d cout %d: transform path %d changes the bits", B, L, cin, cout, p);
+        g_path_checks++;
+        free(yp);
+    }
     free(x), free(w), free(bias), free(r), free(yd), free(yw);
 }
 
@@ -207,6 +221,16 @@ static void check_up(int B, int Lin, int Lout, int cin, int cout)
     CHECK(memcmp(yp, yw, (size_t)cout * ldo * sizeof(float)) == 0, "up B %d Lin %d: packed weights change the bits", B,
           Lin);
     nf_gemm_unregister_packed(pk, nf_wino_up_packed_floats(cout, cin));
+    /* The transforms' scalar, AVX2 and AVX-512 paths: the same bits. */
+    for (int p = 1; p <= 3; p++) {
+        if (!nf_wino_force_path(p)) continue;
+        CHECK(nf_wino_upconv3(yp, so, x, si, w, bias, cin, cout) == 0, "%s", "nf_wino_upconv3 failed");
+        nf_wino_force_path(0);
+        nf_seq_zero_gaps(yp, cout, so);
+        CHECK(memcmp(yp, yw, (size_t)cout * ldo * sizeof(float)) == 0, "up B %d Lin %d: transform path %d changes the bits",
+              B, Lin, p);
+        g_path_checks++;
+    }
     /* Each example alone, on 1 and 2 threads: the same bits as in the batch. */
     nf_seq si1 = nf_seq_make(1, Lin), so1 = nf_seq_make(1, Lout);
     size_t ldi1 = nf_seq_ld(si1), ldo1 = nf_seq_ld(so1);
@@ -230,8 +254,9 @@ static void check_up(int B, int Lin, int Lout, int cin, int cout)
 
 int main(void)
 {
-    /* Lengths around the 32-column vector blocks and the 4-column tiles. */
-    static const int lens[] = {1, 2, 3, 4, 5, 7, 8, 31, 32, 33, 34, 35, 36, 37, 63, 64, 65, 100, 129};
+    /* Lengths around the 32- and 64-column vector blocks and the 4-column tiles. */
+    static const int lens[] = {1, 2, 3, 4, 5, 7, 8, 31, 32, 33, 34, 35, 36, 37, 63, 64, 65, 66, 67, 68, 100, 127, 128,
+                               129, 130, 131};
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
         check_case(1, lens[i], 5, 7, 1, RES_NONE, 10 + i);
         check_case(3, lens[i], 17, 4, i & 1, (res_mode)(i % 3), 40 + i);
@@ -274,5 +299,7 @@ int main(void)
     CHECK(!nf_wino_applies(narrow, nf_seq_make(1, 4096), nf_seq_make(1, 4096)), "%s", "8 input channels: direct");
     CHECK(!nf_wino_applies(strided, nf_seq_make(1, 4096), nf_seq_make(1, 2048)), "%s", "stride 2: direct");
     CHECK(!nf_wino_applies(dil, nf_seq_make(1, 4096), nf_seq_make(1, 4096)), "%s", "dilation 2: direct");
+    CHECK(g_path_checks > 0, "%s", "no transform path compared");
+    printf("transform paths: %d comparisons with the automatic one\n", g_path_checks);
     return nf_test_done();
 }
