@@ -704,8 +704,41 @@ __attribute__((target_clones("avx2", "default"))) static void pack_a(float *dst,
 
 /* op(B) k in [k0, k0+kc), columns [j0, j0+nc) -> ceil(nc/NR) panels of kc*NR floats.
  * B here is indexed (k, j). */
+#ifdef HAVE_X86
+/* pack_b of a row-contiguous B on the AVX-512 path: each row k of the block once, into
+ * all its panels, the last one partial (zero-padded by a masked load), the tap index
+ * advanced instead of divided out (a batch-1 conv's B is a few dozen columns, so the
+ * per-row work was mostly the offset's division and a scalar tail: pack_b took 14% of
+ * ref-stft's batch-1 forward; with this the forward measured 3.6% faster, at batch 8
+ * 2.8%). */
+__attribute__((target("avx512f,avx2,fma"))) static void pack_b_rows_avx512(float *dst, const mat_t *B, int k0, int kc,
+                                                                          int j0, int nc)
+{
+    const float *src = B->p + col_off(B, j0);
+    const int np = nc / NR, tail = nc % NR, tap = B->taps > 1;
+    const __mmask16 m = (__mmask16)((1u << tail) - 1);
+    int q = tap ? k0 / B->taps : k0, t = tap ? k0 % B->taps : 0;
+    for (int k = 0; k < kc; k++) {
+        const float *s = src + (ptrdiff_t)q * B->rs + (ptrdiff_t)t * B->tstep;
+        float *d = dst + (size_t)k * NR;
+        for (int p = 0; p < np; p++) _mm512_store_ps(d + (size_t)p * kc * NR, _mm512_loadu_ps(s + p * NR));
+        if (tail) _mm512_store_ps(d + (size_t)np * kc * NR, _mm512_maskz_loadu_ps(m, s + np * NR));
+        if (tap && ++t < B->taps) continue;
+        t = 0, q++;
+    }
+}
+#endif
+
 __attribute__((target_clones("avx2", "default"))) static void pack_b(float *dst, mat_t B, int k0, int kc, int j0, int nc)
 {
+#ifdef HAVE_X86
+    /* (Only with the AVX-512 kernels, so that forcing another path for the tests also
+     * runs the packing below.) */
+    if (rows_contig(&B) && (g_force_path == PATH_AUTO || g_force_path == PATH_AVX512) && nf_cpu_avx512()) {
+        pack_b_rows_avx512(dst, &B, k0, kc, j0, nc);
+        return;
+    }
+#endif
     for (int jr = 0; jr < nc; jr += NR, dst += (size_t)kc * NR) {
         int nr = nc - jr < NR ? nc - jr : NR;
         if (rows_contig(&B)) {
