@@ -1377,13 +1377,14 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     if (items < 2) nt = 1;
     /* The shared path also serves one tile when A's panels are registered (no packing). */
     const float *pre = g_no_prepacked || g_no_shared ? NULL : find_packed(&P.A, M, K);
-    /* A narrow problem split by rows (one tile a thread, see plan_tiles) whose A panels are
-     * registered: each tile packs its own B and reads A's panels in place. Packed once
+    /* A narrow problem split by rows (one tile a thread, see plan_tiles: the AVX-512 path,
+     * where this was measured) whose A panels are registered: each tile packs its own B
+     * and reads A's panels in place. Packed once
      * and shared, half of B would be written by one core and read by the other (the
      * copies cross between the cores' caches: the shared packing took 5x as long on two
      * threads as on one, and the tiles ran 35% slower): 27-40% faster GEMMs, ref-stft's
      * batch-1 forward 12% faster. */
-    if (pre && nt > 1 && items > 1 && P.tn == 1 && P.nsup == 1)
+    if (pre && nt > 1 && items > 1 && P.tn == 1 && P.nsup == 1 && P.ukr == ukr_avx512)
         P.apre = pre;
     else if ((items > 1 || pre) && !g_no_shared && run_shared(&P, nt, pre))
         return;
