@@ -1386,7 +1386,12 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
      * batch-1 forward 12% faster. */
     if (pre && nt > 1 && items > 1 && P.tn == 1 && P.nsup == 1 && P.ukr == ukr_avx512)
         P.apre = pre;
-    else if ((items > 1 || pre) && !g_no_shared && run_shared(&P, nt, pre))
+    /* Shared packing otherwise, but on the AVX-512 path only with A's panels registered:
+     * there, packing A and B per tile measured faster than sharing them across the cores
+     * (ref-stft's training step 18% at batch 1, 3.6% at batch 8; ref-wave's 4% at batch
+     * 1), with the kernels twice as fast as AVX2's the copies between the cores cost
+     * more than the repeated packing. */
+    else if ((items > 1 || pre) && !g_no_shared && (pre || P.ukr != ukr_avx512) && run_shared(&P, nt, pre))
         return;
     items_job J;
     J.P = &P;
