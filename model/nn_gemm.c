@@ -977,7 +977,9 @@ static int round_up(int x, int m) { return (x + m - 1) / m * m; }
  * operands are small (the batch-1 and small-batch layers, where the threads need several
  * tiles of a narrow problem), they are instead packed once into shared buffers, the
  * threads splitting the packing, and the tiles then only run micro-kernels. The
- * micro-kernels see the same panels in the same chunk order: the same bits. */
+ * micro-kernels see the same panels in the same chunk order: the same bits. (AVX2 and
+ * portable kernels only: on the AVX-512 path the copies between the cores cost more than
+ * packing per tile, see gemm.) */
 #define SHARED_MAX_FLOATS ((size_t)1 << 20) /* per operand: 4 MB */
 #define PACK_ROWS (8 * MR)  /* rows of A per packing unit */
 /* Columns of B per packing unit: about a quarter of a thread's share, at least 2 panels.
@@ -1375,23 +1377,20 @@ static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     }
     long items = (long)P.nsup * P.tm * P.tn;
     if (items < 2) nt = 1;
-    /* The shared path also serves one tile when A's panels are registered (no packing). */
+    /* The shared path (AVX2 and portable kernels) also serves one tile when A's panels are
+     * registered (no packing). */
     const float *pre = g_no_prepacked || g_no_shared ? NULL : find_packed(&P.A, M, K);
-    /* A narrow problem split by rows (one tile a thread, see plan_tiles: the AVX-512 path,
-     * where this was measured) whose A panels are registered: each tile packs its own B
-     * and reads A's panels in place. Packed once
-     * and shared, half of B would be written by one core and read by the other (the
-     * copies cross between the cores' caches: the shared packing took 5x as long on two
-     * threads as on one, and the tiles ran 35% slower): 27-40% faster GEMMs, ref-stft's
-     * batch-1 forward 12% faster. */
-    if (pre && nt > 1 && items > 1 && P.tn == 1 && P.nsup == 1 && P.ukr == ukr_avx512)
+    /* On the AVX-512 path every tile packs its own operands, reading A's panels in place
+     * when they are registered (an inference network's weights). Packed once and shared
+     * by the threads, half of each operand was written by one core and read by the other
+     * (the shared packing of a batch-1 layer took 5x as long on two threads as on one, its
+     * tiles ran 35% slower); with kernels twice as fast as AVX2's, those copies between
+     * the cores cost more than packing per tile: the batch-1 GEMMs of ref-stft 27-40%
+     * faster, its forward 12% at batch 1 and 11% at batch 8, its training step 18% at
+     * batch 1 and 3.6% at batch 8, ref-wave's training step 4% at batch 1. */
+    if (P.ukr == ukr_avx512 && P.nsup == 1)
         P.apre = pre;
-    /* Shared packing otherwise, but on the AVX-512 path only with A's panels registered:
-     * there, packing A and B per tile measured faster than sharing them across the cores
-     * (ref-stft's training step 18% at batch 1, 3.6% at batch 8; ref-wave's 4% at batch
-     * 1), with the kernels twice as fast as AVX2's the copies between the cores cost
-     * more than the repeated packing. */
-    else if ((items > 1 || pre) && !g_no_shared && (pre || P.ukr != ukr_avx512) && run_shared(&P, nt, pre))
+    else if ((items > 1 || pre) && !g_no_shared && run_shared(&P, nt, pre))
         return;
     items_job J;
     J.P = &P;

@@ -221,6 +221,7 @@ static void check_convt(int cin, int cout, int k, int N, int step, float beta)
  * doubles the result); unregistering goes back to packing. */
 static void check_prepacked(int M, int N, int K, int taps)
 {
+    CHECK(K % taps == 0, "check_prepacked: K %d is not rows x %d taps", K, taps); /* else B reads past X */
     int rows = K / taps, ld = N + 2 * taps + 1;
     float *A = randm((size_t)M * K, 21), *X = randm((size_t)rows * ld, 22);
     float *C0 = randm((size_t)M * N, 23), *C1 = malloc((size_t)M * N * sizeof(float));
@@ -425,6 +426,7 @@ int main(void)
     check_prepacked(128, 129, 384, 3);  /* a batch-1 conv: one chunk */
     check_prepacked(61, 40, 1539, 3);   /* several chunks, partial panels */
     check_prepacked(256, 33, 256, 1);   /* 1x1 */
+    check_prepacked(96, 600, 1101, 3);  /* a batch-8-like width: tiles across columns too */
     check_packed(128, 1024, 128); /* a Winograd GEMM of the waveform network */
     check_packed(32, 129, 96);    /* a 1-column last panel */
     check_packed(61, 35, 512);    /* a 3-column last panel, the largest K */
