@@ -48,11 +48,13 @@ static inline nf_seq nf_seq_make(int B, int L) { nf_seq s = {B, L, L + 2, 1}; re
 /* ---- threads and CPU ---- */
 /* Threads our own OpenMP loops use (the value set by nf_set_threads). */
 int nf_nn_threads(void);
-/* 1 if this CPU runs AVX2 and FMA (x86-64 with GCC or Clang; 0 elsewhere): the one test
- * behind every run-time choice of a vector path in model/ (GEMM, GroupNorm, AdamW). */
+/* 1 if this CPU runs AVX2 and FMA (x86-64 with GCC or Clang; 0 elsewhere): with
+ * nf_cpu_avx512, the tests behind every run-time choice of a vector path in model/ (GEMM,
+ * GroupNorm, Winograd transforms, AdamW). */
 int nf_cpu_avx2_fma(void);
-/* 1 if this CPU (and OS) also runs AVX-512F: the GEMM micro-kernels then use 16-float
- * vectors (the same bits; see nn_gemm.c). */
+/* 1 if this CPU (and OS) also runs AVX-512F: the GEMM micro-kernels and packing, the
+ * GroupNorm forward rows and the Winograd transforms then use 16-float vectors (the same
+ * bits as every other path). */
 int nf_cpu_avx512(void);
 
 /* Runs fn(ctx, who) on up to nthreads threads at once (who = 0 is the caller, 1.. the

@@ -461,7 +461,6 @@ static inline void gn_bwd1_tail(float *dy, const float *x, int l, int L, float m
         return _mm##W##_mul_ps(p, _mm##W##_castsi##W##_ps(e));                                 \
     }
 DEF_EXP_VEC(256, AVX2_FMA)
-#define exp_avx2 exp_vec256
 
 AVX2_FMA static inline __m256 neg_avx2(__m256 v)
 {
@@ -474,7 +473,7 @@ AVX2_FMA static void gn_fwd_row_avx2(float *y, const float *x, int L, float sc, 
     int l = 0;
     for (; l + GW <= L; l += GW) {
         __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(x + l), vsc, vsh);
-        if (silu) v = _mm256_div_ps(v, _mm256_add_ps(one, exp_avx2(neg_avx2(v))));
+        if (silu) v = _mm256_div_ps(v, _mm256_add_ps(one, exp_vec256(neg_avx2(v))));
         _mm256_storeu_ps(y + l, v);
     }
     for (; l < L; l++) {
@@ -483,8 +482,8 @@ AVX2_FMA static void gn_fwd_row_avx2(float *y, const float *x, int L, float sc, 
     }
 }
 
-/* The same two on 16 lanes (CPUs with AVX-512F): the same operations per lane, so the
- * same bits. */
+/* The exp and the forward row on 16 lanes (CPUs with AVX-512F): the same operations per
+ * lane, so the same bits. */
 #define AVX512 __attribute__((target("avx512f,avx2,fma")))
 DEF_EXP_VEC(512, AVX512)
 
@@ -517,7 +516,7 @@ AVX2_FMA static void gn_bwd1_row_avx2(float *dy, const float *x, int L, float m,
         __m256 g = _mm256_loadu_ps(dy + l);
         if (silu) {
             __m256 yv = _mm256_fmadd_ps(xh, vga, vbe);
-            __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(neg_avx2(yv))));
+            __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp_vec256(neg_avx2(yv))));
             __m256 d = _mm256_mul_ps(sg, _mm256_add_ps(one, _mm256_mul_ps(yv, _mm256_sub_ps(one, sg))));
             g = _mm256_mul_ps(g, d);
             _mm256_storeu_ps(dy + l, g);

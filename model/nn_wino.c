@@ -57,7 +57,8 @@
  * output: at batch 1 (same-process A/B) ref-stft's 129 frames measured 7% slower a
  * forward with Winograd, the default model's 251 4% faster (9% at batch 4, its training
  * step 3% at batch 16); an isolated conv with its weights in cache is faster at any
- * length from 129 up. */
+ * length from 129 up. (Measured with the AVX2 kernels; the AVX-512 ones speed up the
+ * GEMMs and the transforms alike, and these thresholds were not measured again.) */
 #define WINO_MIN_L 192
 #define WINO_MIN_CH 16       /* as do layers with fewer input or output channels */
 /* The up-conv from this input length (measured, same-process A/B at batch 1: the default
