@@ -56,6 +56,11 @@ int nf_cpu_avx2_fma(void);
  * GroupNorm forward rows and the Winograd transforms then use 16-float vectors (the same
  * bits as every other path). */
 int nf_cpu_avx512(void);
+/* The widest vector path this CPU runs: 0 none, 1 AVX2 + FMA, 2 AVX-512F. */
+int nf_cpu_vec_level(void);
+/* Whether this CPU runs kernel path `path` as the testing hooks number them (1 portable,
+ * 2 AVX2 + FMA, 3 AVX-512F; anything else: 0). */
+int nf_cpu_runs_path(int path);
 
 /* Runs fn(ctx, who) on up to nthreads threads at once (who = 0 is the caller, 1.. the
  * pool's workers) and returns when all have returned. The calls share out the work
@@ -172,6 +177,8 @@ static inline void nf_seg_zero_gaps(float *seg, nf_seq s)
 }
 /* Y[valid] += X[valid] for C rows. */
 void nf_seq_add(float *Y, const float *X, int C, nf_seq s);
+/* Y[c][b][l] += v[b][c] for every position l of example b (v: [B][C]). */
+void nf_seq_add_vec(float *Y, const float *v, int C, nf_seq s);
 
 /* ---- conv1d ----
  * out[co][l] = bias[co] (+ res[co][l]) + sum_{ci,j} w[co][ci][j] * in[ci][stride*l + j*dil - pad]

@@ -475,13 +475,7 @@ static int g_no_prepacked; /* testing hook: 1 = registered panels are ignored */
 int nf_gemm_force_path(int path);
 int nf_gemm_force_path(int path)
 {
-#ifdef HAVE_X86
-    if (path == PATH_AVX2 && !nf_cpu_avx2_fma()) return 0;
-    if (path == PATH_AVX512 && !nf_cpu_avx512()) return 0;
-#else
-    if (path >= PATH_AVX2) return 0;
-#endif
-    if (path < 0 || path > PATH_AVX512) return 0;
+    if (path != PATH_AUTO && !nf_cpu_runs_path(path)) return 0;
     g_force_path = path;
     return 1;
 }
@@ -866,9 +860,10 @@ run_block(const prob_t *P, int kc, int mode, const float *pa, const float *pb, i
      * cache (rows of B*S floats), so fetch the next column panel's lines while this one
      * is computed. */
     int touch_c = mode >= M_FINAL;
-    /* A narrow last panel (AVX2 path only; the portable kernel is the reference the tests
-     * compare it with): one column rides on the last full panel (ukr17_avx2, j17 its
-     * first column), 2-4 go to the column kernel. */
+    /* A narrow last panel (the AVX2 and AVX-512 paths; the portable kernel is the reference
+     * the tests compare them with): one column rides on the last full panel (ukr17_avx2,
+     * j17 that panel's first column; on the AVX-512 path the last call's extra column),
+     * 2-4 go to the column kernel. */
     int j17 = -1, wide = 0;
 #ifdef HAVE_X86
     float col17[KCH] __attribute__((aligned(64)));

@@ -51,6 +51,10 @@ int nf_cpu_avx2_fma(void) { return cpu_paths() & 1; }
 
 int nf_cpu_avx512(void) { return (cpu_paths() >> 1) & 1; }
 
+int nf_cpu_vec_level(void) { return nf_cpu_avx2_fma() + nf_cpu_avx512(); }
+
+int nf_cpu_runs_path(int path) { return path >= 1 && path <= 3 && path - 1 <= nf_cpu_vec_level(); }
+
 
 float nf_fast_expf(float x) { return nf_fastexp_inline(x); }
 float nf_fast_sigmoid(float x) { return 1.0f / (1.0f + nf_fastexp_inline(-x)); }
@@ -146,4 +150,24 @@ void nf_seq_add(float *Y, const float *X, int C, nf_seq s)
 {
     seq_job J = {Y, X, C, s};
     nf_par_for(nf_nn_threads(), C * s.B, (size_t)C * nf_seq_ld(s), seq_add_rows, &J);
+}
+
+/* Row (c, b) of Y plus v[b][c] (x is v here). */
+static void seq_add_vec_rows(void *v, int r0, int r1)
+{
+    const seq_job *J = v;
+    nf_seq s = J->s;
+    size_t ld = nf_seq_ld(s);
+    for (int r = r0; r < r1; r++) {
+        int c = r / s.B, b = r % s.B;
+        float e = J->x[(size_t)b * J->C + c];
+        float *y = J->y + (size_t)c * ld + (size_t)b * s.S + s.off;
+        for (int l = 0; l < s.L; l++) y[l] += e;
+    }
+}
+
+void nf_seq_add_vec(float *Y, const float *v, int C, nf_seq s)
+{
+    seq_job J = {Y, v, C, s};
+    nf_par_for(nf_nn_threads(), C * s.B, (size_t)C * nf_seq_ld(s), seq_add_vec_rows, &J);
 }

@@ -154,26 +154,6 @@ static void gather_cols(float *col, nf_seq so, const float *in, nf_seq si, nf_co
     nf_par_for(NT, d.cin * d.k, (size_t)d.cin * d.k * nf_seq_ld(so), gather_rows, &J);
 }
 
-typedef struct {
-    float *h;
-    const float *add;
-    int C;
-    nf_seq s;
-} add_rows_job;
-
-static void add_rows(void *v, int r0, int r1)
-{
-    const add_rows_job *J = v;
-    nf_seq s = J->s;
-    size_t ld = nf_seq_ld(s);
-    for (int r = r0; r < r1; r++) {
-        int c = r / s.B, b = r % s.B;
-        float e = J->add[(size_t)b * J->C + c];
-        float *row = J->h + (size_t)c * ld + (size_t)b * s.S + s.off;
-        for (int l = 0; l < s.L; l++) row[l] += e;
-    }
-}
-
 void nf_conv1d_forward(float *out, nf_seq so, float *col, float *wt, const float *in, nf_seq si,
                        const float *w, const float *bias, const float *res, nf_conv_dims d)
 {
@@ -208,10 +188,7 @@ void nf_conv1d_forward_rows(float *out, nf_seq so, float *col, float *wt, const 
                           (int)ldo);
     }
     nf_seq_zero_gaps(out, d.cout, so);
-    if (row_add) {
-        add_rows_job J = {out, row_add, d.cout, so};
-        nf_par_for(NT, d.cout * so.B, (size_t)d.cout * nf_seq_ld(so), add_rows, &J);
-    }
+    if (row_add) nf_seq_add_vec(out, row_add, d.cout, so);
 }
 
 typedef struct {
@@ -560,23 +537,18 @@ static int g_gn_path; /* testing hook: 0 automatic, else the path + 1 */
 int nf_gn_force_path(int path);
 int nf_gn_force_path(int path)
 {
-#ifdef GN_X86
-    int have = path <= 1 || (path == 2 && nf_cpu_avx2_fma()) || (path == 3 && nf_cpu_avx512());
-#else
-    int have = path <= 1;
-#endif
-    if (path < 0 || path > 3 || !have) return 0;
+    if (path != 0 && !nf_cpu_runs_path(path)) return 0;
     g_gn_path = path;
     return 1;
 }
 
 /* The row kernels: 0 portable, 1 AVX2 + FMA, 2 also AVX-512F (the forward rows, which
  * measured ref-wave's forward 5-8% faster; the rest stays AVX2). */
-static int gn_use_avx2(void)
+static int gn_vec_level(void)
 {
     if (g_gn_path) return g_gn_path - 1;
 #ifdef GN_X86
-    return nf_cpu_avx512() ? 2 : nf_cpu_avx2_fma();
+    return nf_cpu_vec_level();
 #else
     return 0;
 #endif
@@ -697,7 +669,7 @@ void nf_groupnorm_forward(float *out, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, int C, int groups, float eps,
                           int silu, nf_seq s)
 {
-    gn_fwd_job J = {out, mean, rstd, x, gamma, beta, C, groups, silu, gn_use_avx2(), eps, s};
+    gn_fwd_job J = {out, mean, rstd, x, gamma, beta, C, groups, silu, gn_vec_level(), eps, s};
     size_t work = (size_t)C * nf_seq_ld(s);
     nf_par_for(NT, s.B * groups, work, gn_fwd_stats, &J);
     nf_par_for(NT, C * s.B, work, gn_fwd_apply, &J);
@@ -759,7 +731,7 @@ void nf_groupnorm_backward(float *dx, float *dgamma, float *dbeta, float *dout,
                            int groups, int silu, nf_seq s)
 {
     size_t ld = nf_seq_ld(s);
-    int cpg = C / groups, vec = gn_use_avx2();
+    int cpg = C / groups, vec = gn_vec_level();
     float inv_n = 1.0f / ((float)cpg * (float)s.L);
     gn_bwd_job J = {dx, dout, x, mean, rstd, gamma, beta, partial, C, groups, silu, vec, inv_n, s};
     nf_par_for(NT, C * s.B, (size_t)C * ld, gn_bwd_pass1, &J);

@@ -80,8 +80,7 @@ static int g_tpath; /* testing hook: 0 automatic, else the transforms' path + 1 
 int nf_wino_force_path(int path);
 int nf_wino_force_path(int path)
 {
-    int have = path <= 1 || (path == 2 && nf_cpu_avx2_fma()) || (path == 3 && nf_cpu_avx512());
-    if (path < 0 || path > 3 || !have) return 0;
+    if (path != 0 && !nf_cpu_runs_path(path)) return 0;
     g_tpath = path;
     return 1;
 }
@@ -90,7 +89,7 @@ int nf_wino_force_path(int path)
 static int transform_path(void)
 {
     if (g_tpath) return g_tpath - 1;
-    return nf_cpu_avx512() ? 2 : nf_cpu_avx2_fma();
+    return nf_cpu_vec_level();
 }
 
 int nf_wino_applies(nf_conv_dims d, nf_seq si, nf_seq so)
